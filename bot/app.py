@@ -1,0 +1,53 @@
+"""Flask app factory: wires the services and registers the webhooks, portal, API and admin blueprints."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
+
+from bot.config import Settings, load_settings
+from bot.services import Services, bootstrap
+from bot.web import api, ops, portal
+from bot.web.errors import json_error
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
+    settings = settings or (services.settings if services else load_settings())
+    services = services or bootstrap(settings)
+    app = Flask(__name__, template_folder="web/templates", static_folder="web/static")
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=5 * 1024 * 1024,
+        JSON_SORT_KEYS=False,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.public_url.startswith("https://"),
+    )
+    app.extensions["cobrabot"] = services
+    app.register_blueprint(ops.blueprint)
+    app.register_blueprint(portal.blueprint)
+    app.register_blueprint(api.blueprint, url_prefix="/api/v1")
+    ops.install_request_metrics(app, services)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected_error)
+    return app
+
+
+def _wants_json() -> bool:
+    return request.path.startswith(("/api/", "/webhooks/")) or request.path.endswith("/chat")
+
+
+def _http_error(exc: HTTPException) -> Response | HTTPException:
+    if not _wants_json():
+        return exc
+    code = exc.code or 500
+    return json_error(code, (exc.name or "error").lower().replace(" ", "_"), exc.description or exc.name)
+
+
+def _unexpected_error(exc: Exception) -> Response:
+    logger.exception("unhandled error on %s %s", request.method, request.endpoint)
+    return json_error(500, "internal_error", "an unexpected error occurred; it has been logged")

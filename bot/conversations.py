@@ -1,0 +1,175 @@
+"""The inbound path: dedupe, lock the conversation, run the engine, persist everything in one transaction."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from bot.debtors import balances, open_invoices
+from bot.domain import Clock, ConversationState, InboundMessage, OutboundMessage, Turn
+from bot.engine import DebtorFacts, DialogEngine
+from bot.models import Conversation, Debtor, Message, Outbox
+from bot.store import ConversationLocks, Database
+from bot.templates import TemplateRenderer
+
+logger = logging.getLogger(__name__)
+
+# Channels whose replies travel back in the HTTP response instead of through the outbox.
+SYNCHRONOUS_CHANNELS = frozenset({"webchat"})
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """What handling one inbound message produced; `duplicate` means it was seen before and ignored."""
+
+    replies: tuple[OutboundMessage, ...]
+    duplicate: bool = False
+    conversation_id: int | None = None
+
+
+class ConversationService:
+    def __init__(self, database: Database, locks: ConversationLocks, engine: DialogEngine, clock: Clock) -> None:
+        self.database = database
+        self.locks = locks
+        self.engine = engine
+        self.clock = clock
+
+    def receive(self, message: InboundMessage, debtor_id: int, *, verified: bool = False) -> Received:
+        """Handle one message from a known debtor; `verified` marks a channel that proves identity itself."""
+        with self.locks.hold(f"conversation:{debtor_id}:{message.channel}"), self.database.unit_of_work() as uow:
+            session = uow.session
+            debtor = session.get(Debtor, debtor_id)
+            if debtor is None:
+                raise LookupError(f"debtor {debtor_id} not found")
+            conversation = self._conversation(uow.session, debtor, message, verified)
+            inbound_id = _insert_inbound(session, conversation, message)
+            if inbound_id is None:
+                logger.info("duplicate inbound channel=%s conversation=%s", message.channel, conversation.id)
+                return Received((), duplicate=True, conversation_id=conversation.id)
+            turn = self.engine.handle(_state_of(conversation), message, _facts(session, debtor), self.clock)
+            _apply_state(conversation, turn, message)
+            _record_intent(session, inbound_id, turn)
+            replies = self._store_replies(session, conversation, debtor, turn)
+            uow.commit()
+            return Received(replies, conversation_id=conversation.id)
+
+    def _conversation(self, session: Session, debtor: Debtor, message: InboundMessage, verified: bool) -> Conversation:
+        conversation = session.scalars(
+            select(Conversation)
+            .where(Conversation.debtor_id == debtor.id, Conversation.channel == message.channel)
+            .where(Conversation.mode != "closed")
+            .order_by(Conversation.id.desc())
+            .limit(1)
+        ).first()
+        if conversation is None:
+            conversation = Conversation(debtor_id=debtor.id, channel=message.channel, address=message.sender)
+            session.add(conversation)
+            session.flush()
+        if verified and conversation.identity_verified_at is None:
+            conversation.identity_verified_at = self.clock()
+        return conversation
+
+    def _store_replies(
+        self, session: Session, conversation: Conversation, debtor: Debtor, turn: Turn
+    ) -> tuple[OutboundMessage, ...]:
+        renderer = TemplateRenderer.from_session(session)
+        synchronous = conversation.channel in SYNCHRONOUS_CHANNELS
+        replies = []
+        for reply in turn.replies:
+            text = renderer.render(reply.template_key, debtor.locale, conversation.channel, reply.variables)
+            row = Message(
+                conversation_id=conversation.id,
+                debtor_id=debtor.id,
+                direction="out",
+                channel=conversation.channel,
+                body=text,
+                template_key=reply.template_key,
+                delivery_status="delivered" if synchronous else "queued",
+                created_at=self.clock(),
+            )
+            session.add(row)
+            session.flush()
+            if not synchronous:
+                session.add(Outbox(message_id=row.id, channel=row.channel, initiated_by="reply"))
+            replies.append(
+                OutboundMessage(
+                    channel=conversation.channel,
+                    recipient=conversation.address,
+                    text=text,
+                    template_key=reply.template_key,
+                    buttons=reply.buttons,
+                    message_id=row.id,
+                )
+            )
+        conversation.last_outbound_at = self.clock()
+        return tuple(replies)
+
+
+def _insert_inbound(session: Session, conversation: Conversation, message: InboundMessage) -> int | None:
+    """Insert-or-ignore on (channel, provider_message_id): atomic dedupe, no check-then-insert race."""
+    values = {
+        "conversation_id": conversation.id,
+        "debtor_id": conversation.debtor_id,
+        "direction": "in",
+        "channel": message.channel,
+        "body": message.text,
+        "media": list(message.media_urls),
+        "provider_message_id": message.provider_message_id,
+        "delivery_status": "received",
+        "created_at": message.received_at,
+    }
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = (
+        insert(Message)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["channel", "provider_message_id"])
+        .returning(Message.id)
+    )
+    return session.execute(statement).scalar_one_or_none()
+
+
+def _state_of(conversation: Conversation) -> ConversationState:
+    return ConversationState(
+        flow_name=conversation.flow_name,
+        flow_version=conversation.flow_version,
+        node=conversation.node,
+        slots=dict(conversation.slots or {}),
+        mode=conversation.mode,
+        identity_verified=conversation.identity_verified_at is not None,
+    )
+
+
+def _apply_state(conversation: Conversation, turn: Turn, message: InboundMessage) -> None:
+    conversation.flow_name = turn.state.flow_name
+    conversation.flow_version = turn.state.flow_version
+    conversation.node = turn.state.node
+    conversation.slots = dict(turn.state.slots)
+    conversation.mode = turn.state.mode
+    conversation.last_inbound_at = message.received_at
+
+
+def _record_intent(session: Session, inbound_id: int, turn: Turn) -> None:
+    inbound = session.get(Message, inbound_id)
+    if inbound is not None:
+        inbound.intent = turn.intent.value
+        inbound.confidence = turn.confidence
+
+
+def _facts(session: Session, debtor: Debtor) -> DebtorFacts:
+    invoices = open_invoices(session, debtor.id)
+    # A debtor rarely owes in two currencies; then the bot speaks of the one falling due first.
+    currency = invoices[0].currency if invoices else None
+    balance = next((money for money in balances(invoices) if money.currency == currency), None)
+    return DebtorFacts(
+        debtor_name=debtor.name.split()[0] if debtor.name else "",
+        creditor_name=debtor.creditor.name,
+        locale=debtor.locale,
+        timezone=debtor.timezone,
+        balance=balance,
+        next_due_date=invoices[0].due_date if invoices else None,
+    )

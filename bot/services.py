@@ -1,0 +1,49 @@
+"""Wiring: build the real services from settings once per process (cosmicpython's bootstrap)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from prometheus_client import CollectorRegistry
+
+from bot.config import Settings
+from bot.conversations import ConversationService
+from bot.domain import Clock, utcnow
+from bot.engine import DialogEngine
+from bot.portal import PortalTokens
+from bot.store import ConversationLocks, Database, make_locks
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    database: Database
+    locks: ConversationLocks
+    conversations: ConversationService
+    portal: PortalTokens
+    clock: Clock = utcnow
+    metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    @property
+    def portal_link_lifetime(self) -> timedelta:
+        return timedelta(days=self.settings.portal_link_days)
+
+
+def bootstrap(settings: Settings, *, database: Database | None = None, clock: Clock = utcnow) -> Services:
+    database = database or Database(settings.database_url)
+    locks = make_locks(settings.redis_url)
+    for channel, reason in settings.channel_status().items():
+        if reason:
+            logger.warning("channel %s disabled: %s", channel, reason)
+    return Services(
+        settings=settings,
+        database=database,
+        locks=locks,
+        conversations=ConversationService(database, locks, DialogEngine(), clock),
+        portal=PortalTokens(settings.secret_key, settings.public_url),
+        clock=clock,
+    )

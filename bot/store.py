@@ -1,0 +1,177 @@
+"""Database access: engine set-up, the unit of work and per-conversation locking."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlalchemy import Engine, create_engine, event, select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot.models import Conversation
+
+logger = logging.getLogger(__name__)
+
+
+class Database:
+    """One engine and session factory per process; SQLite and PostgreSQL behave the same to callers."""
+
+    def __init__(self, url: str, *, echo: bool = False, pool_size: int = 10) -> None:
+        self.url = url
+        self.engine = _make_engine(url, echo=echo, pool_size=pool_size)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def session(self) -> Session:
+        return self.sessions()
+
+    def unit_of_work(self) -> UnitOfWork:
+        return UnitOfWork(self)
+
+    def ping(self) -> None:
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _make_engine(url: str, *, echo: bool, pool_size: int) -> Engine:
+    if url.startswith("sqlite"):
+        _ensure_sqlite_dir(url)
+        engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin_immediate)
+        return engine
+    return create_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+def _ensure_sqlite_dir(url: str) -> None:
+    path = url.split(":///", 1)[1] if ":///" in url else ""
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy, not pysqlite, decide when transactions begin (see _sqlite_begin_immediate).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _sqlite_begin_immediate(connection: Any) -> None:
+    # Take the write lock when the transaction starts, so a read-then-write unit of work can never
+    # fail half-way with "database is locked"; SQLite then serialises writers like row locks would.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class UnitOfWork:
+    """`with db.unit_of_work() as uow:` ... `uow.commit()`; anything not committed is rolled back."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self.session: Session = database.session()
+
+    def __enter__(self) -> UnitOfWork:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.rollback()
+        self.session.close()
+
+    def commit(self) -> None:
+        self.session.commit()
+
+    def rollback(self) -> None:
+        self.session.rollback()
+
+    def add(self, obj: object) -> None:
+        self.session.add(obj)
+
+    def lock_conversation(self, conversation_id: int) -> Conversation:
+        """Load a conversation for update: a row lock on PostgreSQL; SQLite's write lock already holds."""
+        statement = select(Conversation).where(Conversation.id == conversation_id)
+        if self.database.dialect == "postgresql":
+            statement = statement.with_for_update()
+        conversation = self.session.scalars(statement.execution_options(populate_existing=True)).one()
+        return conversation
+
+
+class ConversationLocks(Protocol):
+    """Serialises work on one conversation across threads (and, with Redis, across processes)."""
+
+    def hold(self, key: str, timeout: float = 30.0) -> contextlib.AbstractContextManager[None]: ...
+
+
+class LocalLocks:
+    """In-process keyed locks for the embedded deployment (one process, many threads)."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}
+
+    @contextlib.contextmanager
+    def hold(self, key: str, timeout: float = 30.0) -> Iterator[None]:
+        lock = self._acquire_entry(key)
+        try:
+            if not lock.acquire(timeout=timeout):
+                raise TimeoutError(f"lock {key} not acquired in {timeout}s")
+            try:
+                yield
+            finally:
+                lock.release()
+        finally:
+            self._release_entry(key)
+
+    def _acquire_entry(self, key: str) -> threading.Lock:
+        with self._guard:
+            lock, users = self._locks.get(key, (threading.Lock(), 0))
+            self._locks[key] = (lock, users + 1)
+            return lock
+
+    def _release_entry(self, key: str) -> None:
+        # Forget locks nobody waits on, so memory stays flat across millions of conversations.
+        with self._guard:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+class RedisLocks:
+    """Cluster-wide locks with a lease, so a crashed holder cannot block a conversation forever."""
+
+    def __init__(self, client: Any, lease_seconds: float = 30.0) -> None:
+        self.client = client
+        self.lease_seconds = lease_seconds
+
+    @contextlib.contextmanager
+    def hold(self, key: str, timeout: float = 30.0) -> Iterator[None]:
+        lock = self.client.lock(f"cobrabot:lock:{key}", timeout=self.lease_seconds, blocking_timeout=timeout)
+        if not lock.acquire():
+            raise TimeoutError(f"lock {key} not acquired in {timeout}s")
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                lock.release()
+
+
+def make_locks(redis_url: str | None) -> ConversationLocks:
+    if not redis_url:
+        return LocalLocks()
+    import redis
+
+    return RedisLocks(redis.Redis.from_url(redis_url))

@@ -1,0 +1,86 @@
+"""Debtor-facing text: templates per key, locale and channel, rendered in a sandbox.
+
+Defaults ship as YAML in flows/templates/<language>.yaml; managers' edits are Template rows that win.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date
+from functools import cache
+from typing import Any
+
+import yaml
+from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError
+from jinja2.sandbox import SandboxedEnvironment
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bot.domain import Money
+from bot.i18n import format_date, format_money, language_of
+from bot.models import Template
+from flows import TEMPLATES_DIR
+
+ANY_CHANNEL = "*"
+
+
+class TemplateError(Exception):
+    """A template is missing, malformed or needs a variable that was not given."""
+
+
+@cache
+def default_templates(language: str) -> Mapping[str, Mapping[str, str]]:
+    """{key: {channel or '*': body}} from the shipped YAML for one language."""
+    path = TEMPLATES_DIR / f"{language}.yaml"
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return {key: value if isinstance(value, dict) else {ANY_CHANNEL: value} for key, value in raw.items()}
+
+
+class TemplateRenderer:
+    """Finds the most specific text for (key, locale, channel) and fills it with the engine's facts."""
+
+    def __init__(self, overrides: Mapping[tuple[str, str, str], str] | None = None) -> None:
+        self.overrides = dict(overrides or {})
+
+    @classmethod
+    def from_session(cls, session: Session) -> TemplateRenderer:
+        rows = session.execute(select(Template.key, Template.locale, Template.channel, Template.body))
+        return cls({(key, locale, channel): body for key, locale, channel, body in rows})
+
+    def source(self, key: str, locale: str, channel: str) -> str:
+        language = language_of(locale)
+        for loc in dict.fromkeys((locale, language)):
+            for chan in (channel, ANY_CHANNEL):
+                if (key, loc, chan) in self.overrides:
+                    return self.overrides[(key, loc, chan)]
+        defaults = default_templates(language).get(key)
+        if defaults is None:
+            raise TemplateError(f"no template {key!r} for locale {language!r}")
+        return defaults.get(channel) or defaults.get("default") or defaults[ANY_CHANNEL]
+
+    def render(self, key: str, locale: str, channel: str, variables: Mapping[str, Any]) -> str:
+        environment = _environment(locale)
+        try:
+            return environment.from_string(self.source(key, locale, channel)).render(**variables).strip()
+        except (TemplateSyntaxError, UndefinedError) as exc:
+            raise TemplateError(f"template {key!r} ({locale}/{channel}): {exc}") from exc
+
+
+def _environment(locale: str) -> SandboxedEnvironment:
+    # Sandboxed: templates are edited by managers in the console and must not reach Python internals.
+    environment = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+    environment.filters["money"] = lambda value: _money(value, locale)
+    environment.filters["date"] = lambda value, style="long": _date(value, locale, style)
+    return environment
+
+
+def _money(value: object, locale: str) -> str:
+    if not isinstance(value, Money):
+        raise TemplateError(f"money filter needs a Money value, got {type(value).__name__}")
+    return format_money(value, locale)
+
+
+def _date(value: object, locale: str, style: str) -> str:
+    if not isinstance(value, date):
+        raise TemplateError(f"date filter needs a date, got {type(value).__name__}")
+    return format_date(value, locale, style)

@@ -1,0 +1,1 @@
+"""Alembic migrations for Cobrabot's database (run with `cobrabot db upgrade`)."""
