@@ -11,6 +11,7 @@ from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_INSTANCE_DIR = Path("instance")
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 
 
 class ConfigError(Exception):
@@ -29,11 +30,12 @@ class Settings(BaseSettings):
     database_url: str = Field("", validation_alias=_env("COBRABOT_DATABASE_URL"))
     redis_url: str | None = Field(None, validation_alias=_env("COBRABOT_REDIS_URL"))
     secret_key: str = Field("dev-insecure-secret-change-me", validation_alias=_env("COBRABOT_SECRET_KEY"))
-    public_url: str = Field("http://127.0.0.1:8000", validation_alias=_env("COBRABOT_PUBLIC_URL"))
+    public_url: str = Field(DEFAULT_PUBLIC_URL, validation_alias=_env("COBRABOT_PUBLIC_URL"))
     api_token: str | None = Field(None, validation_alias=_env("COBRABOT_API_TOKEN"))
     portal_link_days: int = Field(30, ge=1, le=365, validation_alias=_env("COBRABOT_PORTAL_LINK_DAYS"))
     default_locale: str = Field("es", validation_alias=_env("COBRABOT_DEFAULT_LOCALE"))
     default_timezone: str = Field("America/Santiago", validation_alias=_env("COBRABOT_DEFAULT_TIMEZONE"))
+    knowledge_dir: Path | None = Field(None, validation_alias=_env("COBRABOT_KNOWLEDGE_DIR"))
 
     twilio_account_sid: str | None = Field(None, validation_alias=_env("TWILIO_ACCOUNT_SID"))
     twilio_auth_token: str | None = Field(None, validation_alias=_env("TWILIO_AUTH_TOKEN"))
@@ -76,6 +78,11 @@ class Settings(BaseSettings):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value or None
 
+    @field_validator("public_url", mode="before")
+    @classmethod
+    def _public_url_default(cls, value: object) -> object:
+        return value or DEFAULT_PUBLIC_URL
+
     @field_validator("public_url", "twilio_api_url", "telegram_api_url", "stripe_api_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
@@ -85,6 +92,13 @@ class Settings(BaseSettings):
         if parsed.scheme not in {"http", "https"} or not parsed.netloc:
             raise ValueError("must be an absolute http:// or https:// URL")
         return value.rstrip("/")
+
+    @field_validator("knowledge_dir")
+    @classmethod
+    def _knowledge_dir(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError(f"{value} is not a directory")
+        return value
 
     @field_validator("smtp_url")
     @classmethod

@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
 from datetime import date
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 from babel import Locale, UnknownLocaleError
-from babel.numbers import get_currency_precision
+from babel.numbers import get_currency_precision, list_currencies
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -24,6 +25,8 @@ from bot.domain import ChannelName, Money
 from bot.models import Creditor, Debtor, Invoice
 
 CHANNELS = tuple(channel.value for channel in ChannelName)
+KNOWN_CURRENCIES = frozenset(list_currencies())
+KNOWN_COUNTRIES = frozenset(code for code in Locale("en").territories if len(code) == 2 and code.isalpha())
 Text = Annotated[str, Field(min_length=1, max_length=200)]
 
 
@@ -39,6 +42,13 @@ class InvoiceIn(BaseModel):
     due_date: date
     issued_on: date | None = None
     description: Annotated[str, Field(max_length=500)] | None = None
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, value: str | None) -> str | None:
+        if value is not None and value not in KNOWN_CURRENCIES:
+            raise ValueError(f"unknown ISO 4217 currency code {value!r}")
+        return value
 
     @model_validator(mode="after")
     def _balance_not_above_amount(self) -> InvoiceIn:
@@ -57,7 +67,7 @@ class DebtorIn(BaseModel):
     phone: str | None = Field(None, description="Any common format; stored as E.164")
     email: EmailStr | None = None
     telegram_chat_id: Annotated[str, Field(pattern=r"^-?\d{1,20}$")] | None = None
-    locale: str | None = Field(None, description="es, en, es-CL, es-MX, en-US, ...")
+    locale: str | None = Field(None, max_length=16, description="es, en, es-CL, es-MX, en-US, ...")
     timezone: str | None = Field(None, description="IANA time zone, e.g. America/Santiago")
     country: str | None = Field(None, pattern="^[A-Z]{2}$", description="ISO 3166-1 alpha-2")
     channel_preference: list[str] | None = None
@@ -74,6 +84,13 @@ class DebtorIn(BaseModel):
             Locale.parse(value.replace("-", "_"))
         except (UnknownLocaleError, ValueError) as exc:
             raise ValueError(f"unknown locale {value!r}") from exc
+        return value
+
+    @field_validator("country")
+    @classmethod
+    def _country(cls, value: str | None) -> str | None:
+        if value is not None and value not in KNOWN_COUNTRIES:
+            raise ValueError(f"unknown ISO 3166-1 country code {value!r}")
         return value
 
     @field_validator("timezone")
@@ -128,9 +145,10 @@ def normalize_phone(raw: str, region: str) -> str:
 def to_minor(amount: Decimal, currency: str, field: str) -> int:
     try:
         value = amount.scaleb(get_currency_precision(currency))
-    except InvalidOperation as exc:
-        raise FieldError(field, "not a number") from exc
-    if value != value.to_integral_value():
+        whole = value.to_integral_value()
+    except ArithmeticError as exc:  # InvalidOperation, Overflow: "NaN", "1e999999999"
+        raise FieldError(field, "not a usable amount") from exc
+    if value != whole:
         raise FieldError(field, f"{currency} allows {get_currency_precision(currency)} decimals")
     if value > 2**62:
         raise FieldError(field, "amount too large")
@@ -144,8 +162,13 @@ def secret_hash(secret_key: str, purpose: str, value: str) -> str:
 
 
 def national_id_tail(national_id: str) -> str:
-    """The last four digits of an id (what the bot asks for), ignoring dots, dashes and check letters."""
-    digits = "".join(ch for ch in national_id if ch.isdigit())
+    """The last four digits of an id (what the bot asks for), ignoring dots, dashes and a check digit.
+
+    A Chilean RUT's verifier after the dash (12.345.678-5, 12.345.678-K) is not part of the number people
+    read out, so both give 5678.
+    """
+    number = re.sub(r"-\s*[0-9Kk]\s*$", "", national_id.strip())
+    digits = "".join(ch for ch in number if ch.isdigit())
     return digits[-4:]
 
 
@@ -200,17 +223,16 @@ def _upsert_invoices(
 ) -> tuple[int, int]:
     if not invoices:
         return 0, 0
-    known: dict[str, Invoice] = {}
-    if debtor.id is not None:
-        numbers = [invoice.number for invoice in invoices]
-        rows = session.scalars(select(Invoice).where(Invoice.creditor_id == creditor.id, Invoice.number.in_(numbers)))
-        known = {row.number: row for row in rows}
+    # Always look: a new debtor may claim an invoice number another debtor already has (autoflush gives it an id).
+    numbers = [invoice.number for invoice in invoices]
+    rows = session.scalars(select(Invoice).where(Invoice.creditor_id == creditor.id, Invoice.number.in_(numbers)))
+    known = {row.number: row for row in rows}
     created = updated = 0
     for index, data in enumerate(invoices):
         invoice = known.get(data.number)
         if invoice is not None and invoice.debtor_id != debtor.id:
             raise FieldError(f"invoices.{index}.number", "already belongs to another debtor")
-        values = _invoice_values(creditor, data, index)
+        values = _invoice_values(creditor, data, index, invoice)
         if invoice is None:
             debtor.invoices.append(Invoice(creditor_id=creditor.id, number=data.number, **values))
             created += 1
@@ -221,10 +243,19 @@ def _upsert_invoices(
     return created, updated
 
 
-def _invoice_values(creditor: Creditor, data: InvoiceIn, index: int) -> dict[str, Any]:
+def _invoice_values(creditor: Creditor, data: InvoiceIn, index: int, existing: Invoice | None) -> dict[str, Any]:
     currency = data.currency or creditor.currency
     amount = to_minor(data.amount, currency, f"invoices.{index}.amount")
-    balance = amount if data.balance is None else to_minor(data.balance, currency, f"invoices.{index}.balance")
+    if data.balance is not None:
+        balance = to_minor(data.balance, currency, f"invoices.{index}.balance")
+    elif existing is not None:
+        # No balance sent for a known invoice: keep what payments left of it, never undo them.
+        balance = min(existing.balance_minor, amount)
+    else:
+        balance = amount
+    status = "open" if balance > 0 else "paid"
+    if existing is not None and existing.status not in ("open", "paid"):
+        status = existing.status  # disputed, written off or cancelled stay so until a person decides
     return {
         "amount_minor": amount,
         "balance_minor": balance,
@@ -232,7 +263,7 @@ def _invoice_values(creditor: Creditor, data: InvoiceIn, index: int) -> dict[str
         "due_date": data.due_date,
         "issued_on": data.issued_on,
         "description": data.description,
-        "status": "open" if balance > 0 else "paid",
+        "status": status,
     }
 
 

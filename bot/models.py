@@ -25,7 +25,7 @@ from sqlalchemy import (
     UniqueConstraint,
     event,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, ORMExecuteState, Session, mapped_column, relationship
 
 from bot.domain import utcnow
 
@@ -510,7 +510,7 @@ class AuditEvent(Base):
 
 
 class AuditTrailIsAppendOnly(Exception):
-    pass
+    """Raised when code tries to change or delete an audit event through the ORM."""
 
 
 @event.listens_for(Session, "before_flush")
@@ -518,3 +518,10 @@ def _forbid_audit_changes(session: Session, _context: Any, _instances: Any) -> N
     for obj in (*session.dirty, *session.deleted):
         if isinstance(obj, AuditEvent) and (obj in session.deleted or session.is_modified(obj)):
             raise AuditTrailIsAppendOnly("audit events cannot be changed or deleted")
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _forbid_bulk_audit_changes(state: ORMExecuteState) -> None:
+    # session.execute(update(AuditEvent)) / delete(...) skip the flush, so before_flush alone misses them.
+    if (state.is_update or state.is_delete) and any(mapper.class_ is AuditEvent for mapper in state.all_mappers):
+        raise AuditTrailIsAppendOnly("audit events cannot be changed or deleted")

@@ -12,8 +12,10 @@ from bot.config import Settings
 from bot.conversations import ConversationService
 from bot.domain import Clock, utcnow
 from bot.engine import DialogEngine
+from bot.nlu import Understander
 from bot.portal import PortalTokens
 from bot.store import ConversationLocks, Database, make_locks
+from knowledge.retriever import KnowledgeBase
 
 logger = logging.getLogger(__name__)
 
@@ -33,17 +35,27 @@ class Services:
         return timedelta(days=self.settings.portal_link_days)
 
 
-def bootstrap(settings: Settings, *, database: Database | None = None, clock: Clock = utcnow) -> Services:
+def bootstrap(
+    settings: Settings, *, database: Database | None = None, clock: Clock = utcnow, nlu: Understander | None = None
+) -> Services:
     database = database or Database(settings.database_url)
     locks = make_locks(settings.redis_url)
     for channel, reason in settings.channel_status().items():
         if reason:
             logger.warning("channel %s disabled: %s", channel, reason)
+    portal = PortalTokens(settings.secret_key, settings.public_url)
+    if nlu is None:
+        from bot.nlu.offline import OfflineNLU  # trains a small model: only when no understander is injected
+
+        nlu = OfflineNLU()
+    engine = DialogEngine(nlu)
     return Services(
         settings=settings,
         database=database,
         locks=locks,
-        conversations=ConversationService(database, locks, DialogEngine(), clock),
-        portal=PortalTokens(settings.secret_key, settings.public_url),
+        conversations=ConversationService(
+            database, locks, engine, clock, portal, settings.secret_key, KnowledgeBase(settings.knowledge_dir)
+        ),
+        portal=portal,
         clock=clock,
     )

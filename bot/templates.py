@@ -11,7 +11,8 @@ from functools import cache
 from typing import Any
 
 import yaml
-from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError
+from jinja2 import StrictUndefined
+from jinja2 import TemplateError as JinjaTemplateError
 from jinja2.sandbox import SandboxedEnvironment
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -62,7 +63,7 @@ class TemplateRenderer:
         environment = _environment(locale)
         try:
             return environment.from_string(self.source(key, locale, channel)).render(**variables).strip()
-        except (TemplateSyntaxError, UndefinedError) as exc:
+        except JinjaTemplateError as exc:
             raise TemplateError(f"template {key!r} ({locale}/{channel}): {exc}") from exc
 
 

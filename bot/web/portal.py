@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from flask import Blueprint, Response, abort, current_app, render_template, request
+from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, url_for
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import select
 
 from bot.debtors import balances, open_invoices
 from bot.domain import InboundMessage, Money
 from bot.i18n import format_date, format_money, language_of
-from bot.models import Debtor
+from bot.models import Debtor, PaymentLink
 from bot.portal import ExpiredPortalToken, InvalidPortalToken
 from bot.services import Services
 from bot.templates import TemplateRenderer
@@ -81,6 +82,19 @@ def page(token: str) -> Response | str:
         return render_template(
             "portal.html", texts=texts, invoices=rows, totals=totals, lang=language_of(locale), token=token
         )
+
+
+@blueprint.get("/l/<code>")
+def short_link(code: str) -> Response:
+    """The short, SMS-friendly payment link: to the portal while it is active, else 404/410."""
+    svc = services()
+    with svc.database.session() as session:
+        link = session.scalars(select(PaymentLink).where(PaymentLink.short_code == code)).one_or_none()
+        if link is None:
+            abort(404)
+        if link.status != "active" or link.expires_at <= svc.clock():
+            abort(410)
+        return redirect(url_for("portal.page", token=link.token), code=302)
 
 
 @blueprint.post("/p/<token>/chat")

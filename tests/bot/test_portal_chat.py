@@ -110,3 +110,18 @@ def test_bad_chat_bodies_get_4xx_with_reason(client, services, make_debtor, db):
     assert too_long.status_code == 422
     with db.session() as session:
         assert session.scalar(select(func.count()).select_from(Message)) == 0
+
+
+def test_payment_link_from_the_chat_leads_to_the_portal_until_it_expires(client, services, make_debtor, clock):
+    debtor = make_debtor()
+    reply = client.post(portal_path(services, debtor.id) + "/chat", json={"text": "quiero pagar"}).get_json()
+    [text] = [r["text"] for r in reply["replies"]]
+    short = text.rsplit(" ", 1)[-1]
+    assert short.startswith("https://cobrabot.example/l/")
+    path = short.removeprefix("https://cobrabot.example")
+    response = client.get(path)
+    assert response.status_code == 302 and response.headers["Location"].startswith("/p/")
+    assert client.get(response.headers["Location"]).status_code == 200
+    clock.advance(days=8)
+    assert client.get(path).status_code == 410
+    assert client.get("/l/nope").status_code == 404

@@ -1,0 +1,1 @@
+"""The Flask admin console for agents and managers."""

@@ -1,0 +1,1 @@
+"""Channel adapters, one module per channel, all implementing bot.ports.Channel."""
