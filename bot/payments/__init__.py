@@ -1,0 +1,1 @@
+"""Payment links, provider webhooks, allocation and reconciliation."""
