@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+import dateparser
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from bot.debtors import balances, open_invoices
+from bot.debtors import balances, national_id_tail, open_invoices, secret_hash
 from bot.domain import Clock, ConversationState, InboundMessage, OutboundMessage, Turn
+from bot.effects import Effects
 from bot.engine import DebtorFacts, DialogEngine
-from bot.models import Conversation, Debtor, Message, Outbox
+from bot.models import Conversation, Creditor, Debtor, Message, Outbox
+from bot.negotiation import DEFAULT_POLICY, NegotiationPolicy
+from bot.portal import PortalTokens
 from bot.store import ConversationLocks, Database
 from bot.templates import TemplateRenderer
+from knowledge.loader import DocumentError
+from knowledge.retriever import KnowledgeBase, faq_answerer
 
 logger = logging.getLogger(__name__)
 
@@ -33,11 +43,23 @@ class Received:
 
 
 class ConversationService:
-    def __init__(self, database: Database, locks: ConversationLocks, engine: DialogEngine, clock: Clock) -> None:
+    def __init__(
+        self,
+        database: Database,
+        locks: ConversationLocks,
+        engine: DialogEngine,
+        clock: Clock,
+        portal: PortalTokens,
+        secret_key: str,
+        knowledge: KnowledgeBase | None = None,
+    ) -> None:
         self.database = database
         self.locks = locks
         self.engine = engine
         self.clock = clock
+        self.portal = portal
+        self.secret_key = secret_key
+        self.knowledge = knowledge
 
     def receive(self, message: InboundMessage, debtor_id: int, *, verified: bool = False) -> Received:
         """Handle one message from a known debtor; `verified` marks a channel that proves identity itself."""
@@ -51,12 +73,30 @@ class ConversationService:
             if inbound_id is None:
                 logger.info("duplicate inbound channel=%s conversation=%s", message.channel, conversation.id)
                 return Received((), duplicate=True, conversation_id=conversation.id)
-            turn = self.engine.handle(_state_of(conversation), message, _facts(session, debtor), self.clock)
+            facts = _facts(session, debtor, self.secret_key, self._faq(debtor.creditor.slug))
+            turn = self.engine.handle(_state_of(conversation), message, facts, self.clock)
             _apply_state(conversation, turn, message)
             _record_intent(session, inbound_id, turn)
-            replies = self._store_replies(session, conversation, debtor, turn)
+            effects = Effects(session, conversation, debtor, self.clock(), self.portal)
+            outputs = effects.apply_all(turn.commands)
+            replies = self._store_replies(session, conversation, debtor, turn, outputs)
             uow.commit()
             return Received(replies, conversation_id=conversation.id)
+
+    def _faq(self, creditor_slug: str) -> Callable[[str, str], str | None] | None:
+        if self.knowledge is None:
+            return None
+        answer = faq_answerer(self.knowledge, creditor_slug)
+
+        def guarded(text: str, locale: str) -> str | None:
+            try:
+                return answer(text, locale)
+            except DocumentError:
+                # A broken knowledge document must not break conversations: no answer means "offer a person".
+                logger.exception("knowledge base for creditor %s cannot be loaded", creditor_slug)
+                return None
+
+        return guarded
 
     def _conversation(self, session: Session, debtor: Debtor, message: InboundMessage, verified: bool) -> Conversation:
         conversation = session.scalars(
@@ -75,13 +115,14 @@ class ConversationService:
         return conversation
 
     def _store_replies(
-        self, session: Session, conversation: Conversation, debtor: Debtor, turn: Turn
+        self, session: Session, conversation: Conversation, debtor: Debtor, turn: Turn, outputs: dict[str, Any]
     ) -> tuple[OutboundMessage, ...]:
         renderer = TemplateRenderer.from_session(session)
         synchronous = conversation.channel in SYNCHRONOUS_CHANNELS
         replies = []
         for reply in turn.replies:
-            text = renderer.render(reply.template_key, debtor.locale, conversation.channel, reply.variables)
+            variables = outputs | reply.variables
+            text = renderer.render(reply.template_key, debtor.locale, conversation.channel, variables)
             row = Message(
                 conversation_id=conversation.id,
                 debtor_id=debtor.id,
@@ -160,16 +201,58 @@ def _record_intent(session: Session, inbound_id: int, turn: Turn) -> None:
         inbound.confidence = turn.confidence
 
 
-def _facts(session: Session, debtor: Debtor) -> DebtorFacts:
+def _facts(
+    session: Session, debtor: Debtor, secret_key: str, faq: Callable[[str, str], str | None] | None
+) -> DebtorFacts:
     invoices = open_invoices(session, debtor.id)
     # A debtor rarely owes in two currencies; then the bot speaks of the one falling due first.
     currency = invoices[0].currency if invoices else None
     balance = next((money for money in balances(invoices) if money.currency == currency), None)
+    creditor = debtor.creditor
     return DebtorFacts(
         debtor_name=debtor.name.split()[0] if debtor.name else "",
-        creditor_name=debtor.creditor.name,
+        creditor_name=creditor.name,
         locale=debtor.locale,
         timezone=debtor.timezone,
+        currency=currency or creditor.currency,
         balance=balance,
         next_due_date=invoices[0].due_date if invoices else None,
+        policy=_policy(creditor),
+        identity_check=identity_checker(debtor, creditor.verification_method, secret_key),
+        faq=faq,
     )
+
+
+def _policy(creditor: Creditor) -> NegotiationPolicy:
+    try:
+        return (
+            NegotiationPolicy.model_validate(creditor.negotiation_policy)
+            if creditor.negotiation_policy
+            else (DEFAULT_POLICY)
+        )
+    except ValidationError:
+        # The console refuses invalid policies; one that slipped in (old data) must not stop conversations.
+        logger.error("creditor %s has an invalid negotiation policy; using the default", creditor.id)
+        return DEFAULT_POLICY
+
+
+def identity_checker(debtor: Debtor, method: str, secret_key: str) -> Callable[[str], bool]:
+    """A pure check of the debtor's answer against the stored keyed hash for the creditor's method."""
+    if method == "birth_date":
+        expected = debtor.birth_date_hash
+
+        def answer_hash(answer: str) -> str | None:
+            parsed = dateparser.parse(answer, settings={"DATE_ORDER": "DMY", "STRICT_PARSING": True})
+            return secret_hash(secret_key, "birth_date", parsed.date().isoformat()) if parsed else None
+    else:
+        expected = debtor.national_id_hash
+
+        def answer_hash(answer: str) -> str | None:
+            tail = national_id_tail(answer)
+            return secret_hash(secret_key, "national_id", tail) if len(tail) == 4 else None
+
+    def check(answer: str) -> bool:
+        candidate = answer_hash(answer)
+        return bool(expected and candidate and hmac.compare_digest(candidate, expected))
+
+    return check
