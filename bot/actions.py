@@ -223,6 +223,7 @@ def offer_variables(offer: PlanOffer) -> dict[str, Any]:
         "installment_amount": terms[0].amount if terms else offer.total,
         "last_amount": terms[-1].amount if terms else offer.total,
         "first_date": offer.first_date,
+        "installments_start": terms[0].due_date if terms else offer.first_date,
         "last_date": terms[-1].due_date if terms else None,
         "schedule": [{"seq": t.seq, "date": t.due_date, "amount": t.amount} for t in terms],
         "expires_at": offer.expires_at,

@@ -9,15 +9,16 @@ from werkzeug.exceptions import HTTPException
 
 from bot.config import Settings, load_settings
 from bot.services import Services, bootstrap
-from bot.web import api, ops, portal
+from bot.web import api, ops, portal, webhooks
 from bot.web.errors import json_error
+from channels import build_registry
 
 logger = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
     settings = settings or (services.settings if services else load_settings())
-    services = services or bootstrap(settings)
+    services = services or bootstrap(settings, registry=build_registry(settings))
     app = Flask(__name__, template_folder="web/templates", static_folder="web/static")
     app.config.update(
         SECRET_KEY=settings.secret_key,
@@ -30,6 +31,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.extensions["cobrabot"] = services
     app.register_blueprint(ops.blueprint)
     app.register_blueprint(portal.blueprint)
+    app.register_blueprint(webhooks.blueprint)
     app.register_blueprint(api.blueprint, url_prefix="/api/v1")
     ops.install_request_metrics(app, services)
     app.register_error_handler(HTTPException, _http_error)

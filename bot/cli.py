@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
 from bot.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from bot.services import Services
 
 logger = logging.getLogger(__name__)
 
@@ -18,6 +21,15 @@ def _settings() -> Settings:
         return load_settings()
     except ConfigError as exc:
         _fail(str(exc))
+
+
+def _services() -> Services:
+    """The real services with every enabled channel adapter registered."""
+    from bot.services import bootstrap
+    from channels import build_registry
+
+    settings = _settings()
+    return bootstrap(settings, registry=build_registry(settings))
 
 
 def _fail(message: str) -> NoReturn:
@@ -57,18 +69,29 @@ def db_upgrade(revision: str) -> None:
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 64))
 @click.option("--demo", is_flag=True, help="Migrate, load demo data and print the demo links first.")
-def serve(host: str, port: int, threads: int, demo: bool) -> None:
-    """Serve webhooks, portal, API and console (waitress; use gunicorn in production)."""
+@click.option("--no-jobs", is_flag=True, help="Do not run background jobs in this process.")
+def serve(host: str, port: int, threads: int, demo: bool, no_jobs: bool) -> None:
+    """Serve webhooks, portal, API and console (waitress; use gunicorn in production).
+
+    Without COBRABOT_REDIS_URL the background jobs (sending, reminders) run in this process too;
+    with Redis they belong to `cobrabot scheduler` and `cobrabot worker`.
+    """
     from waitress import serve as waitress_serve
 
     from bot.app import create_app
     from bot.demo import prepare_demo
+    from bot.scheduler import build_scheduler
 
     settings = _settings()
     if demo:
         for line in prepare_demo(settings):
             click.echo(line)
-    app = create_app(settings)
+    services = _services()
+    app = create_app(services=services)
+    if not no_jobs and not settings.redis_url:
+        jobs, _leader = build_scheduler(services, background=True)
+        jobs.start()
+        click.echo("background jobs running in-process")
     click.echo(f"serving on http://{host}:{port}  (Ctrl+C to stop)")
     waitress_serve(app, host=host, port=port, threads=threads, ident="cobrabot")
 
@@ -86,9 +109,8 @@ def demo() -> None:
 def scheduler() -> None:
     """Fire background jobs on their intervals (one active scheduler per Redis; in-process without it)."""
     from bot.scheduler import build_scheduler
-    from bot.services import bootstrap
 
-    services = bootstrap(_settings())
+    services = _services()
     jobs, leader = build_scheduler(services)
     mode = "leader election over Redis, jobs to Celery" if leader else "in-process"
     click.echo(f"scheduler running ({mode}); Ctrl+C to stop")
@@ -107,10 +129,10 @@ def worker(concurrency: int) -> None:
     """Run a Celery worker for the background jobs (needs COBRABOT_REDIS_URL)."""
     from bot.tasks import make_celery
 
-    settings = _settings()
-    if not settings.redis_url:
+    services = _services()
+    if not services.settings.redis_url:
         _fail("the worker needs COBRABOT_REDIS_URL; without Redis, `cobrabot scheduler` runs the jobs in-process")
-    app = make_celery(settings)
+    app = make_celery(services)
     app.worker_main(["worker", "--loglevel=INFO", f"--concurrency={concurrency}", "--without-gossip"])
 
 

@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     twilio_sms_from: str | None = Field(None, validation_alias=_env("COBRABOT_TWILIO_SMS_FROM"))
     twilio_whatsapp_from: str | None = Field(None, validation_alias=_env("COBRABOT_TWILIO_WHATSAPP_FROM"))
     twilio_api_url: str | None = Field(None, validation_alias=_env("COBRABOT_TWILIO_API_URL"))
+    whatsapp_templates: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        validation_alias=_env("COBRABOT_WHATSAPP_TEMPLATES"),
+        description='JSON: {"template_key": {"es": "HX...", "en": "HX..."}} approved ContentSids',
+    )
 
     telegram_bot_token: str | None = Field(None, validation_alias=_env("TELEGRAM_BOT_TOKEN"))
     telegram_secret: str | None = Field(None, validation_alias=_env("COBRABOT_TELEGRAM_SECRET"))
@@ -137,7 +142,9 @@ class Settings(BaseSettings):
         return {
             "sms": twilio or (None if self.twilio_sms_from else "COBRABOT_TWILIO_SMS_FROM unset"),
             "whatsapp": twilio or (None if self.twilio_whatsapp_from else "COBRABOT_TWILIO_WHATSAPP_FROM unset"),
-            "telegram": None if self.telegram_bot_token else "TELEGRAM_BOT_TOKEN unset",
+            "telegram": None
+            if self.telegram_bot_token and self.telegram_secret
+            else "TELEGRAM_BOT_TOKEN/COBRABOT_TELEGRAM_SECRET unset",
             "email": None if self.smtp_url and self.email_from else "COBRABOT_SMTP_URL/COBRABOT_EMAIL_FROM unset",
             "webchat": None,
         }

@@ -16,13 +16,13 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from bot.debtors import balances, national_id_tail, open_invoices, secret_hash
-from bot.domain import Clock, ConversationState, InboundMessage, OutboundMessage, Turn
+from bot.domain import Clock, ConversationState, InboundMessage, OutboundMessage, Reply, Turn
 from bot.effects import Effects
 from bot.engine import DebtorFacts, DialogEngine
 from bot.models import Conversation, Creditor, Debtor, Message, Outbox
 from bot.negotiation import DEFAULT_POLICY, NegotiationPolicy
 from bot.portal import PortalTokens
-from bot.store import ConversationLocks, Database
+from bot.store import ConversationLocks, Database, UnitOfWork
 from bot.templates import TemplateRenderer
 from knowledge.loader import DocumentError
 from knowledge.retriever import KnowledgeBase, faq_answerer
@@ -73,6 +73,8 @@ class ConversationService:
             if inbound_id is None:
                 logger.info("duplicate inbound channel=%s conversation=%s", message.channel, conversation.id)
                 return Received((), duplicate=True, conversation_id=conversation.id)
+            if not message.text.strip():
+                return self._media_only(uow, conversation, debtor, message)
             facts = _facts(session, debtor, self.secret_key, self._faq(debtor.creditor.slug))
             turn = self.engine.handle(_state_of(conversation), message, facts, self.clock)
             _apply_state(conversation, turn, message)
@@ -82,6 +84,18 @@ class ConversationService:
             replies = self._store_replies(session, conversation, debtor, turn, outputs)
             uow.commit()
             return Received(replies, conversation_id=conversation.id)
+
+    def _media_only(
+        self, uow: UnitOfWork, conversation: Conversation, debtor: Debtor, message: InboundMessage
+    ) -> Received:
+        """A photo or document with no text: kept (as links) for an agent; the engine has nothing to read."""
+        conversation.last_inbound_at = message.received_at
+        replies: tuple[OutboundMessage, ...] = ()
+        if conversation.mode == "bot":
+            turn = Turn(replies=(Reply("media_received"),), state=_state_of(conversation))
+            replies = self._store_replies(uow.session, conversation, debtor, turn, {})
+        uow.commit()
+        return Received(replies, conversation_id=conversation.id)
 
     def _faq(self, creditor_slug: str) -> Callable[[str, str], str | None] | None:
         if self.knowledge is None:

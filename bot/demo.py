@@ -11,9 +11,10 @@ from sqlalchemy.orm import Session
 from bot.agents import create_agent
 from bot.config import Settings
 from bot.debtors import DebtorIn, upsert_debtor
+from bot.domain import utcnow
 from bot.migrate import upgrade
 from bot.models import Agent, Creditor
-from bot.services import bootstrap
+from bot.portal import PortalTokens
 from bot.store import Database
 
 DEMO_ADMIN_EMAIL = "admin@cobrabot.local"
@@ -80,11 +81,11 @@ def _debtors(today: date) -> dict[str, list[dict[str, Any]]]:
 
 def prepare_demo(settings: Settings) -> list[str]:
     """Migrate, load demo data, and return the lines to print: portal links and the admin login."""
-    Database(settings.database_url).dispose()  # creates the SQLite directory before Alembic connects
+    database = Database(settings.database_url)  # creates the SQLite directory before Alembic connects
     upgrade(settings.database_url)
-    services = bootstrap(settings)
-    today = services.clock().date()
-    with services.database.unit_of_work() as uow:
+    portal = PortalTokens(settings.secret_key, settings.public_url)
+    today = utcnow().date()
+    with database.unit_of_work() as uow:
         creditors = {data["slug"]: _creditor(uow.session, data) for data in CREDITORS}
         debtor_ids = {}
         for slug, debtors in _debtors(today).items():
@@ -94,10 +95,11 @@ def prepare_demo(settings: Settings) -> list[str]:
                 debtor_ids[data["external_ref"]] = result.debtor.id
         _admin(uow.session)
         uow.commit()
+    database.dispose()
     lines = ["Demo data loaded.", ""]
     for ref, label in (("CL-1001", "Spanish (Chile)"), ("US-2001", "English (US)")):
-        token, _ = services.portal.issue(debtor_ids[ref], services.portal_link_lifetime)
-        lines.append(f"  Debtor portal, {label}: {services.portal.url(token)}")
+        token, _ = portal.issue(debtor_ids[ref], timedelta(days=settings.portal_link_days))
+        lines.append(f"  Debtor portal, {label}: {portal.url(token)}")
     lines += [f"  Admin console login:     {DEMO_ADMIN_EMAIL} / {DEMO_ADMIN_PASSWORD}", ""]
     return lines
 

@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from bot.domain import Clock
 from bot.promises import remind_promises, resolve_promises
-from bot.store import Database
+
+if TYPE_CHECKING:
+    from bot.services import Services
 
 logger = logging.getLogger(__name__)
 
 
-def promise_maintenance(database: Database, clock: Clock) -> dict[str, int]:
+def dispatch_outbox(services: Services) -> dict[str, int]:
+    """Send what is due in the outbox (replies, reminders, agent messages), one batch."""
+    report = services.dispatcher.run_once().as_dict()
+    if any(report.values()):
+        logger.info("dispatch: %s", report)
+    return report
+
+
+def promise_maintenance(services: Services) -> dict[str, int]:
     """Remind promises due tomorrow, settle kept and broken ones; one transaction, safe to repeat."""
-    now = clock()
-    with database.unit_of_work() as uow:
+    now = services.clock()
+    with services.database.unit_of_work() as uow:
         reminded = remind_promises(uow.session, now)
         resolved = resolve_promises(uow.session, now)
         uow.commit()
@@ -25,11 +35,12 @@ def promise_maintenance(database: Database, clock: Clock) -> dict[str, int]:
 
 
 # name -> (function, interval in seconds). The scheduler fires each; the worker registers each as a task.
-JOBS: dict[str, tuple[Callable[[Database, Clock], dict[str, int]], int]] = {
+JOBS: dict[str, tuple[Callable[[Services], dict[str, int]], int]] = {
+    "dispatch_outbox": (dispatch_outbox, 5),
     "promise_maintenance": (promise_maintenance, 15 * 60),
 }
 
 
-def run_job(name: str, database: Database, clock: Clock) -> dict[str, int]:
+def run_job(name: str, services: Services) -> dict[str, int]:
     job, _interval = JOBS[name]
-    return job(database, clock)
+    return job(services)

@@ -10,6 +10,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from bot.jobs import JOBS, run_job
@@ -58,10 +60,11 @@ def job_runner(services: Services, name: str, leader: LeaderLock | None, send: C
     if send is not None:
         send(name)
     else:
-        run_job(name, services.database, services.clock)
+        run_job(name, services)
 
 
-def build_scheduler(services: Services) -> tuple[BlockingScheduler, LeaderLock | None]:
+def build_scheduler(services: Services, *, background: bool = False) -> tuple[BaseScheduler, LeaderLock | None]:
+    """The jobs on their intervals; `background` runs them in a thread of the web process (embedded mode)."""
     leader, send = None, None
     if services.settings.redis_url:
         import redis
@@ -69,9 +72,9 @@ def build_scheduler(services: Services) -> tuple[BlockingScheduler, LeaderLock |
         from bot.tasks import make_celery
 
         leader = LeaderLock(redis.Redis.from_url(services.settings.redis_url))
-        celery = make_celery(services.settings, services.database)
+        celery = make_celery(services)
         send = lambda name: celery.send_task(f"cobrabot.{name}")  # noqa: E731
-    scheduler = BlockingScheduler(timezone="UTC")
+    scheduler: BaseScheduler = BackgroundScheduler(timezone="UTC") if background else BlockingScheduler(timezone="UTC")
     for name, (_job, interval) in JOBS.items():
         scheduler.add_job(
             job_runner,

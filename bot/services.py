@@ -10,10 +10,14 @@ from prometheus_client import CollectorRegistry
 
 from bot.config import Settings
 from bot.conversations import ConversationService
+from bot.dispatch import Dispatcher
 from bot.domain import Clock, utcnow
 from bot.engine import DialogEngine
+from bot.identify import TelegramLinks
+from bot.inbound import InboundService
 from bot.nlu import Understander
 from bot.portal import PortalTokens
+from bot.ports import ChannelRegistry
 from bot.store import ConversationLocks, Database, make_locks
 from knowledge.retriever import KnowledgeBase
 
@@ -27,6 +31,10 @@ class Services:
     locks: ConversationLocks
     conversations: ConversationService
     portal: PortalTokens
+    registry: ChannelRegistry
+    dispatcher: Dispatcher
+    telegram_links: TelegramLinks
+    inbound: InboundService
     clock: Clock = utcnow
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
 
@@ -36,8 +44,14 @@ class Services:
 
 
 def bootstrap(
-    settings: Settings, *, database: Database | None = None, clock: Clock = utcnow, nlu: Understander | None = None
+    settings: Settings,
+    *,
+    database: Database | None = None,
+    clock: Clock = utcnow,
+    nlu: Understander | None = None,
+    registry: ChannelRegistry | None = None,
 ) -> Services:
+    """Wire the services; `registry` holds the channel adapters (built by the edge: the core never imports them)."""
     database = database or Database(settings.database_url)
     locks = make_locks(settings.redis_url)
     for channel, reason in settings.channel_status().items():
@@ -49,13 +63,20 @@ def bootstrap(
 
         nlu = OfflineNLU()
     engine = DialogEngine(nlu)
+    registry = registry or ChannelRegistry()
+    conversations = ConversationService(
+        database, locks, engine, clock, portal, settings.secret_key, KnowledgeBase(settings.knowledge_dir)
+    )
+    telegram_links = TelegramLinks(settings.secret_key)
     return Services(
         settings=settings,
+        registry=registry,
+        dispatcher=Dispatcher(database, registry, clock, whatsapp_templates=settings.whatsapp_templates),
+        telegram_links=telegram_links,
+        inbound=InboundService(database, conversations, telegram_links, clock),
         database=database,
         locks=locks,
-        conversations=ConversationService(
-            database, locks, engine, clock, portal, settings.secret_key, KnowledgeBase(settings.knowledge_dir)
-        ),
+        conversations=conversations,
         portal=portal,
         clock=clock,
     )

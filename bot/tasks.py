@@ -6,17 +6,15 @@ from collections.abc import Callable
 
 from celery import Celery
 
-from bot.config import Settings
-from bot.domain import utcnow
 from bot.jobs import JOBS, run_job
-from bot.store import Database
+from bot.services import Services
 
 
-def make_celery(settings: Settings, database: Database | None = None) -> Celery:
+def make_celery(services: Services) -> Celery:
     """A Celery app bound to COBRABOT_REDIS_URL with one task per job (named cobrabot.<job>)."""
-    if not settings.redis_url:
+    if not services.settings.redis_url:
         raise ValueError("Celery needs COBRABOT_REDIS_URL")
-    app = Celery("cobrabot", broker=settings.redis_url)
+    app = Celery("cobrabot", broker=services.settings.redis_url)
     app.conf.update(
         task_acks_late=True,  # a worker killed mid-job leaves the task for another worker
         task_reject_on_worker_lost=True,
@@ -24,15 +22,14 @@ def make_celery(settings: Settings, database: Database | None = None) -> Celery:
         task_ignore_result=True,
         broker_connection_retry_on_startup=True,
     )
-    db = database or Database(settings.database_url)
     for name in JOBS:
-        app.task(name=f"cobrabot.{name}")(_bind(name, db))
+        app.task(name=f"cobrabot.{name}")(_bind(name, services))
     return app
 
 
-def _bind(name: str, database: Database) -> Callable[[], dict[str, int]]:
+def _bind(name: str, services: Services) -> Callable[[], dict[str, int]]:
     def task() -> dict[str, int]:
-        return run_job(name, database, utcnow)
+        return run_job(name, services)
 
     task.__name__ = name
     return task

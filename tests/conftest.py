@@ -23,6 +23,7 @@ from bot.migrate import upgrade
 from bot.models import Base, Creditor, Debtor
 from bot.services import Services, bootstrap
 from bot.store import Database
+from tests.standin import StandIn
 
 TEST_SECRET = "test-secret-key"
 TEST_API_TOKEN = "test-api-token"
@@ -169,6 +170,14 @@ def make_debtor(db: Database, make_creditor: Callable[..., Creditor]) -> Callabl
             return result.debtor
 
     return make
+
+
+@pytest.fixture
+def standin() -> Iterator[StandIn]:
+    """A provider API stand-in on 127.0.0.1; point the real SDK's base URL at `standin.url`."""
+    server = StandIn().start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

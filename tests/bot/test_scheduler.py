@@ -12,6 +12,7 @@ import redis
 from bot.config import load_settings
 from bot.jobs import JOBS
 from bot.scheduler import LeaderLock, build_scheduler, job_runner
+from bot.services import bootstrap
 from bot.tasks import make_celery
 
 
@@ -44,7 +45,7 @@ def test_only_one_of_two_schedulers_leads_and_the_lease_passes_on(redis_client):
 
 def test_job_runner_runs_in_process_without_a_broker(services, monkeypatch):
     ran = []
-    monkeypatch.setitem(JOBS, "promise_maintenance", (lambda db, clock: ran.append(clock()) or {}, 60))
+    monkeypatch.setitem(JOBS, "promise_maintenance", (lambda svc: ran.append(svc.clock()) or {}, 60))
     job_runner(services, "promise_maintenance", None, None)
     assert ran == [services.clock()]
 
@@ -65,15 +66,15 @@ def test_scheduler_has_every_job_due_now(services):
     assert sorted(job.id for job in scheduler.get_jobs()) == sorted(JOBS)
 
 
-def test_celery_app_registers_each_job_and_runs_it(settings, db, redis_client):
+def test_celery_app_registers_each_job_and_runs_it(settings, db, clock, redis_client):
     celery_settings = load_settings(**(settings.model_dump() | {"redis_url": "redis://127.0.0.1:6379/15"}))
-    app = make_celery(celery_settings, db)
+    app = make_celery(bootstrap(celery_settings, database=db, clock=clock))
     app.conf.task_always_eager = True
     assert {f"cobrabot.{name}" for name in JOBS} <= set(app.tasks)
     result = app.tasks["cobrabot.promise_maintenance"].delay().get()
     assert result == {"reminded": 0, "kept": 0, "broken": 0}
 
 
-def test_make_celery_refuses_to_start_without_redis(settings):
+def test_make_celery_refuses_to_start_without_redis(services):
     with pytest.raises(ValueError, match="COBRABOT_REDIS_URL"):
-        make_celery(settings)
+        make_celery(services)

@@ -1,0 +1,285 @@
+"""The outbox dispatcher: lease due rows, send through the channel adapter, retry with backoff, fall back.
+
+Nothing is held open during network I/O: a short transaction leases rows, the send happens outside any
+transaction, and a second short transaction records the outcome. A worker killed mid-send leaves its lease to
+expire, and the row is sent again by whoever leases it next (see docs/delivery.md for that window).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import socket
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from bot.audit import record
+from bot.domain import Clock, DeliveryStatus, OutboundMessage, PermanentError, SendResult, TransientError
+from bot.models import ConsentOptOut, Conversation, Debtor, Message, Outbox
+from bot.outreach import ADDRESS_OF, opted_out_channels
+from bot.ports import ChannelRegistry, UnknownChannel
+from bot.store import Database
+
+logger = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 8
+BASE_DELAY_SECONDS = 5.0
+MAX_DELAY_SECONDS = 3600.0
+WHATSAPP_WINDOW = timedelta(hours=24)
+
+
+def backoff(attempts: int, retry_after: float | None = None) -> float:
+    """Exponential backoff with full jitter (5 s, 10 s, 20 s, ... capped at an hour); the provider's
+    Retry-After, when given, is a floor."""
+    ceiling = min(MAX_DELAY_SECONDS, BASE_DELAY_SECONDS * 2 ** max(attempts - 1, 0))
+    delay = random.uniform(ceiling / 2, ceiling)
+    return max(delay, retry_after or 0.0)
+
+
+@dataclass
+class DispatchReport:
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    fell_back: int = 0
+    blocked: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "sent": self.sent,
+            "retried": self.retried,
+            "failed": self.failed,
+            "fell_back": self.fell_back,
+            "blocked": self.blocked,
+        }
+
+
+@dataclass
+class Dispatcher:
+    database: Database
+    registry: ChannelRegistry
+    clock: Clock
+    whatsapp_templates: dict[str, dict[str, str]] = field(default_factory=dict)
+    lease_seconds: float = 120.0
+    batch_size: int = 50
+    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}")
+
+    def run_once(self) -> DispatchReport:
+        report = DispatchReport()
+        for outbox_id in self._lease():
+            self._deliver(outbox_id, report)
+        return report
+
+    def _lease(self) -> list[int]:
+        now = self.clock()
+        with self.database.unit_of_work() as uow:
+            query = (
+                select(Outbox)
+                .where(
+                    or_(
+                        (Outbox.status == "pending") & (Outbox.next_attempt_at <= now),
+                        (Outbox.status == "leased") & (Outbox.lease_until < now),  # its worker died
+                    )
+                )
+                .order_by(Outbox.next_attempt_at, Outbox.id)
+                .limit(self.batch_size)
+            )
+            if self.database.dialect == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            rows = list(uow.session.scalars(query))
+            for row in rows:
+                row.status = "leased"
+                row.lease_owner = self.worker_id
+                row.lease_until = now + timedelta(seconds=self.lease_seconds)
+            uow.commit()
+            return [row.id for row in rows]
+
+    def _deliver(self, outbox_id: int, report: DispatchReport) -> None:
+        prepared = self._prepare(outbox_id)
+        if prepared is None:
+            report.blocked += 1
+            return
+        outbound, channel_name = prepared
+        try:
+            result = self.registry.get(channel_name).send(outbound)
+        except TransientError as exc:
+            self._retry(outbox_id, str(exc), exc.retry_after, report)
+        except (PermanentError, UnknownChannel) as exc:
+            code = exc.code if isinstance(exc, PermanentError) else "channel_disabled"
+            self._fail(outbox_id, code, str(exc), report)
+        else:
+            self._sent(outbox_id, result, report)
+
+    def _prepare(self, outbox_id: int) -> tuple[OutboundMessage, str] | None:
+        """The message to send, or None when it must not go out any more (opted out since it was queued)."""
+        now = self.clock()
+        with self.database.unit_of_work() as uow:
+            session = uow.session
+            row = session.get(Outbox, outbox_id)
+            if row is None or row.lease_owner != self.worker_id:
+                return None
+            message = row.message
+            debtor = session.get(Debtor, message.debtor_id)
+            blocked = opted_out_channels(session, message.debtor_id)
+            if debtor is None or "all" in blocked or row.channel in blocked:
+                row.status, row.decision_reason = "cancelled", "opted out before sending"
+                message.delivery_status = "cancelled"
+                uow.commit()
+                return None
+            conversation = session.get(Conversation, message.conversation_id) if message.conversation_id else None
+            recipient = conversation.address if conversation else ADDRESS_OF[row.channel](debtor)
+            metadata = {"initiated_by": row.initiated_by, "locale": debtor.locale}
+            metadata |= self._whatsapp_template(row.channel, message, conversation, debtor.locale, now)
+            outbound = OutboundMessage(
+                channel=row.channel,
+                recipient=recipient,
+                text=message.body,
+                template_key=message.template_key,
+                message_id=message.id,
+                metadata=metadata,
+            )
+            row.attempts += 1
+            uow.commit()
+            return outbound, row.channel
+
+    def _whatsapp_template(
+        self, channel: str, message: Message, conversation: Conversation | None, locale: str, now: datetime
+    ) -> dict[str, object]:
+        """Outside WhatsApp's 24-hour window only an approved template (ContentSid) may be sent."""
+        if channel != "whatsapp":
+            return {}
+        last_inbound = conversation.last_inbound_at if conversation else None
+        if last_inbound is not None and now - last_inbound < WHATSAPP_WINDOW:
+            return {}
+        sids = self.whatsapp_templates.get(message.template_key or "", {})
+        sid = sids.get(locale) or sids.get(locale.split("-")[0])
+        return {"content_sid": sid, "content_variables": {"1": message.body}} if sid else {}
+
+    def _sent(self, outbox_id: int, result: SendResult, report: DispatchReport) -> None:
+        now = self.clock()
+        with self.database.unit_of_work() as uow:
+            row = uow.session.get(Outbox, outbox_id)
+            if row is None:
+                return
+            row.status, row.lease_owner, row.lease_until = "sent", None, None
+            row.message.provider_message_id = result.provider_message_id
+            row.message.delivery_status = result.status
+            row.message.status_updated_at = now
+            if row.message.conversation_id:
+                conversation = uow.session.get(Conversation, row.message.conversation_id)
+                if conversation is not None:
+                    conversation.last_outbound_at = now
+            uow.commit()
+        report.sent += 1
+
+    def _retry(self, outbox_id: int, error: str, retry_after: float | None, report: DispatchReport) -> None:
+        with self.database.unit_of_work() as uow:
+            row = uow.session.get(Outbox, outbox_id)
+            if row is None:
+                return
+            if row.attempts >= MAX_ATTEMPTS:
+                uow.rollback()
+                self._fail(outbox_id, "retries_exhausted", error, report)
+                return
+            row.status, row.lease_owner, row.lease_until = "pending", None, None
+            row.last_error = error[:2000]
+            row.next_attempt_at = self.clock() + timedelta(seconds=backoff(row.attempts, retry_after))
+            uow.commit()
+        report.retried += 1
+        logger.warning("outbox %s: transient failure, attempt %s", outbox_id, row.attempts)
+
+    def _fail(self, outbox_id: int, code: str | None, error: str, report: DispatchReport) -> None:
+        now = self.clock()
+        with self.database.unit_of_work() as uow:
+            session = uow.session
+            row = session.get(Outbox, outbox_id)
+            if row is None:
+                return
+            row.status, row.lease_owner, row.lease_until = "failed", None, None
+            row.last_error = error[:2000]
+            row.message.delivery_status, row.message.error_code = "failed", code
+            if code == "opted_out":
+                _record_provider_opt_out(session, row, now)
+            elif _fall_back(session, row, now):
+                report.fell_back += 1
+            uow.commit()
+        report.failed += 1
+        logger.warning("outbox %s failed permanently (%s)", outbox_id, code)
+
+
+def _record_provider_opt_out(session: Session, row: Outbox, now: datetime) -> None:
+    opt_out = ConsentOptOut(debtor_id=row.message.debtor_id, channel=row.channel, source="provider", created_at=now)
+    session.add(opt_out)
+    record(session, "system", "consent.opted_out", opt_out, channel=row.channel, via="provider")
+
+
+def _fall_back(session: Session, row: Outbox, now: datetime) -> bool:
+    """Queue the same text on the debtor's next preferred channel that has an address and no opt-out."""
+    debtor = session.get(Debtor, row.message.debtor_id)
+    if debtor is None:
+        return False
+    tried = set(
+        session.scalars(
+            select(Message.channel).where(
+                Message.debtor_id == debtor.id, Message.body == row.message.body, Message.direction == "out"
+            )
+        )
+    )
+    blocked = opted_out_channels(session, debtor.id)
+    for channel in debtor.channel_preference or []:
+        if channel in tried or channel in blocked or "all" in blocked or channel not in ADDRESS_OF:
+            continue
+        if not ADDRESS_OF[channel](debtor):
+            continue
+        copy = Message(
+            debtor_id=debtor.id,
+            direction="out",
+            channel=channel,
+            body=row.message.body,
+            template_key=row.message.template_key,
+            delivery_status="queued",
+            created_at=now,
+        )
+        session.add(copy)
+        session.flush()
+        session.add(Outbox(message_id=copy.id, channel=channel, initiated_by=row.initiated_by, next_attempt_at=now))
+        record(session, "system", "message.fell_back", copy, from_channel=row.channel, to_channel=channel)
+        return True
+    return False
+
+
+STATUS_RANK = {"queued": 0, "accepted": 0, "sending": 0, "sent": 1, "delivered": 2, "read": 3}
+TERMINAL = {"failed", "undelivered"}
+OPTED_OUT_CODES = {"21610"}
+
+
+def record_status(session: Session, status: DeliveryStatus, now: datetime) -> bool:
+    """Apply a provider's delivery callback; statuses only move forward, a failure is final.
+
+    Returns False when no message has that provider id (a callback for something we did not record:
+    the window described in docs/delivery.md, logged for an operator).
+    """
+    message = session.scalars(
+        select(Message).where(
+            Message.channel == status.channel, Message.provider_message_id == status.provider_message_id
+        )
+    ).one_or_none()
+    if message is None:
+        logger.warning("status %s for unknown %s message %s", status.status, status.channel, status.provider_message_id)
+        return False
+    current = message.delivery_status
+    if current in TERMINAL:
+        return True
+    if status.status in TERMINAL or STATUS_RANK.get(status.status, -1) > STATUS_RANK.get(current, -1):
+        message.delivery_status = status.status
+        message.error_code = status.error_code or message.error_code
+        message.status_updated_at = now
+    if status.status in TERMINAL and status.error_code in OPTED_OUT_CODES:
+        opt_out = ConsentOptOut(debtor_id=message.debtor_id, channel=message.channel, source="provider", created_at=now)
+        session.add(opt_out)
+        record(session, "system", "consent.opted_out", opt_out, channel=message.channel, via="status_callback")
+    return True

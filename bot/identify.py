@@ -1,0 +1,69 @@
+"""Who wrote to us: the debtor behind a channel address, and linking a Telegram chat to a debtor."""
+
+from __future__ import annotations
+
+from itsdangerous import BadSignature, URLSafeSerializer
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bot.domain import InboundMessage
+from bot.models import Conversation, Debtor
+
+ADDRESS_COLUMN = {
+    "sms": Debtor.phone,
+    "whatsapp": Debtor.phone,
+    "email": Debtor.email,
+    "telegram": Debtor.telegram_chat_id,
+}
+
+
+def find_debtor_id(session: Session, channel: str, address: str) -> int | None:
+    """The debtor with this address; when several creditors share a debtor's number, the one we last talked to."""
+    column = ADDRESS_COLUMN.get(channel)
+    if column is None or not address:
+        return None
+    value = address.lower() if channel == "email" else address
+    candidates = list(session.scalars(select(Debtor.id).where(column == value)))
+    if len(candidates) <= 1:
+        return candidates[0] if candidates else None
+    latest = session.scalar(
+        select(Conversation.debtor_id)
+        .where(Conversation.debtor_id.in_(candidates), Conversation.channel == channel)
+        .order_by(Conversation.updated_at.desc())
+        .limit(1)
+    )
+    return latest or max(candidates)
+
+
+class TelegramLinks:
+    """Signed tokens for https://t.me/<bot>?start=<token>, sent to a debtor on another channel."""
+
+    def __init__(self, secret_key: str) -> None:
+        self._serializer = URLSafeSerializer(secret_key, salt="cobrabot.telegram-link")
+
+    def token(self, debtor_id: int) -> str:
+        return self._serializer.dumps(debtor_id)
+
+    def debtor_id(self, token: str) -> int | None:
+        try:
+            value = self._serializer.loads(token)
+        except BadSignature:
+            return None
+        return value if isinstance(value, int) else None
+
+
+def link_telegram_chat(session: Session, links: TelegramLinks, message: InboundMessage) -> int | None:
+    """Link a Telegram chat to a debtor by a signed /start token, or by a shared contact whose phone matches.
+
+    Identity is still verified in the conversation: a link only says which debtor the chat claims to be.
+    """
+    debtor_id = None
+    if payload := message.metadata.get("start_payload"):
+        debtor_id = links.debtor_id(str(payload))
+    elif message.metadata.get("contact_user_matches") and (phone := message.metadata.get("contact_phone")):
+        debtor_id = find_debtor_id(session, "sms", str(phone))
+    debtor = session.get(Debtor, debtor_id) if debtor_id else None
+    if debtor is None:
+        return None
+    debtor.telegram_chat_id = message.sender
+    return debtor.id

@@ -1,0 +1,58 @@
+"""What every provider webhook does after its adapter parsed it: find the debtor, run the conversation,
+apply delivery statuses. Framework-free: bot/web/webhooks.py calls it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from bot.conversations import ConversationService
+from bot.dispatch import record_status
+from bot.domain import Clock, InboundMessage, Parsed
+from bot.identify import TelegramLinks, find_debtor_id, link_telegram_chat
+from bot.store import Database
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class InboundSummary:
+    handled: int = 0
+    duplicates: int = 0
+    unknown_senders: int = 0
+    statuses: int = 0
+
+
+@dataclass
+class InboundService:
+    database: Database
+    conversations: ConversationService
+    telegram_links: TelegramLinks
+    clock: Clock
+
+    def handle(self, parsed: Parsed) -> InboundSummary:
+        summary = InboundSummary()
+        for message in parsed.messages:
+            debtor_id = self._debtor_of(message)
+            if debtor_id is None:
+                # Nothing is said to an unknown address: it might not be a debtor at all.
+                logger.info("inbound on %s from an unknown address ignored", message.channel)
+                summary.unknown_senders += 1
+                continue
+            received = self.conversations.receive(message, debtor_id)
+            summary.duplicates += received.duplicate
+            summary.handled += not received.duplicate
+        if parsed.statuses:
+            with self.database.unit_of_work() as uow:
+                for status in parsed.statuses:
+                    summary.statuses += record_status(uow.session, status, self.clock())
+                uow.commit()
+        return summary
+
+    def _debtor_of(self, message: InboundMessage) -> int | None:
+        with self.database.unit_of_work() as uow:
+            debtor_id = find_debtor_id(uow.session, message.channel, message.sender)
+            if debtor_id is None and message.channel == "telegram":
+                debtor_id = link_telegram_chat(uow.session, self.telegram_links, message)
+                uow.commit()
+            return debtor_id

@@ -1,0 +1,83 @@
+"""Provider webhooks: verify, parse (in the channel adapter), hand over to bot.inbound, answer fast."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response, current_app, request
+
+from bot.domain import BadPayload, InvalidSignature, Parsed, WebhookRequest
+from bot.ports import UnknownChannel
+from bot.services import Services
+from bot.web.errors import json_error
+
+logger = logging.getLogger(__name__)
+blueprint = Blueprint("webhooks", __name__)
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+
+
+def services() -> Services:
+    return current_app.extensions["cobrabot"]
+
+
+def _webhook_request() -> WebhookRequest:
+    # Twilio signs the URL it was configured with: the public URL, not whatever host the proxy forwarded.
+    url = services().settings.public_url + request.full_path.rstrip("?")
+    return WebhookRequest(
+        url=url,
+        method=request.method,
+        headers={key: value for key, value in request.headers.items()},
+        body=request.get_data(cache=True),
+        form=request.form.to_dict() if request.mimetype == "application/x-www-form-urlencoded" else {},
+    )
+
+
+def _receive(channel_name: str, ok: Response) -> Response:
+    svc = services()
+    try:
+        channel = svc.registry.get(channel_name)
+        parsed = channel.parse(_webhook_request())
+    except UnknownChannel:
+        return json_error(404, "channel_disabled", f"the {channel_name} channel is not configured")
+    except InvalidSignature:
+        logger.warning("%s webhook with an invalid signature rejected", channel_name)
+        return json_error(403, "invalid_signature", "the request signature did not verify")
+    except BadPayload as exc:
+        return json_error(400, "bad_payload", str(exc))
+    return _handled(parsed, ok)
+
+
+def _handled(parsed: Parsed, ok: Response) -> Response:
+    services().inbound.handle(parsed)
+    return ok
+
+
+def _twiml() -> Response:
+    return Response(EMPTY_TWIML, mimetype="text/xml")
+
+
+@blueprint.post("/webhooks/twilio/sms")
+def twilio_sms() -> Response:
+    return _receive("sms", _twiml())
+
+
+@blueprint.post("/webhooks/twilio/whatsapp")
+def twilio_whatsapp() -> Response:
+    return _receive("whatsapp", _twiml())
+
+
+@blueprint.post("/webhooks/twilio/status")
+def twilio_status() -> Response:
+    # Both Twilio channels share one status callback; the adapters tell SMS from WhatsApp by the addresses.
+    channel = "whatsapp" if "whatsapp:" in request.form.get("From", "") + request.form.get("To", "") else "sms"
+    return _receive(channel, _twiml())
+
+
+@blueprint.post("/webhooks/telegram")
+def telegram() -> Response:
+    return _receive("telegram", Response("{}", mimetype="application/json"))
+
+
+@blueprint.post("/webhooks/email")
+def email() -> Response:
+    return _receive("email", Response('{"status": "accepted"}', mimetype="application/json"))

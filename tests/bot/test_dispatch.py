@@ -1,0 +1,232 @@
+"""The outbox dispatcher with a collecting channel: send, retry with backoff, fall back, opt-outs, leases."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from bot.dispatch import MAX_ATTEMPTS, Dispatcher, backoff, record_status
+from bot.domain import (
+    ChannelCapabilities,
+    DeliveryStatus,
+    InboundMessage,
+    OutboundMessage,
+    PermanentError,
+    SendResult,
+    TransientError,
+)
+from bot.models import ConsentOptOut, Conversation, Message, Outbox
+from bot.ports import ChannelRegistry
+
+
+class CollectingChannel:
+    """Records what would have been sent; scripted outcomes: "ok", a TransientError or a PermanentError."""
+
+    capabilities = ChannelCapabilities()
+
+    def __init__(self, name: str, *outcomes: object) -> None:
+        self.name = name
+        self.outcomes = deque(outcomes)
+        self.sent: list[OutboundMessage] = []
+        self.lock = threading.Lock()
+
+    def parse(self, request):  # pragma: no cover - not used by the dispatcher
+        raise NotImplementedError
+
+    def send(self, message: OutboundMessage) -> SendResult:
+        with self.lock:
+            outcome = self.outcomes.popleft() if self.outcomes else "ok"
+            if isinstance(outcome, Exception):
+                raise outcome
+            self.sent.append(message)
+            return SendResult(f"{self.name}-{len(self.sent)}-{message.message_id}")
+
+
+@pytest.fixture
+def sms():
+    return CollectingChannel("sms")
+
+
+@pytest.fixture
+def email():
+    return CollectingChannel("email")
+
+
+@pytest.fixture
+def dispatcher(services, sms, email):
+    registry = ChannelRegistry()
+    registry.register(sms)
+    registry.register(email)
+    return Dispatcher(services.database, registry, services.clock, whatsapp_templates={})
+
+
+def queue_reply(services, debtor, text="hola"):
+    """A real inbound SMS whose reply lands in the outbox."""
+    services.conversations.receive(
+        InboundMessage("sms", debtor.phone, text, provider_message_id=f"in-{text}"), debtor.id
+    )
+
+
+def outbox(db):
+    with db.session() as session:
+        return session.scalars(select(Outbox).order_by(Outbox.id)).all()
+
+
+def test_a_queued_reply_is_sent_and_its_provider_id_stored(services, dispatcher, sms, make_debtor, db):
+    debtor = make_debtor()
+    queue_reply(services, debtor)
+    report = dispatcher.run_once()
+    assert report.sent == 1
+    [sent] = sms.sent
+    assert sent.recipient == "+56961234567" and sent.text.startswith("Hola.")
+    [row] = outbox(db)
+    assert row.status == "sent" and row.attempts == 1
+    with db.session() as session:
+        message = session.get(Message, row.message_id)
+        assert message.provider_message_id == f"sms-1-{message.id}" and message.delivery_status == "sent"
+    assert dispatcher.run_once().sent == 0  # nothing is sent twice
+
+
+def test_transient_failure_is_retried_later_with_backoff(services, dispatcher, sms, make_debtor, db, clock):
+    sms.outcomes.append(TransientError("503 from provider", retry_after=30))
+    debtor = make_debtor()
+    queue_reply(services, debtor)
+    assert dispatcher.run_once().retried == 1
+    [row] = outbox(db)
+    assert row.status == "pending" and row.attempts == 1
+    assert row.next_attempt_at >= clock() + timedelta(seconds=30)
+    assert dispatcher.run_once().sent == 0  # not due yet
+    clock.advance(hours=1)
+    assert dispatcher.run_once().sent == 1 and len(sms.sent) == 1
+
+
+def test_backoff_grows_and_is_capped():
+    assert 2.5 <= backoff(1) <= 5
+    assert 40 <= backoff(5) <= 80
+    assert backoff(40) <= 3600
+    assert backoff(1, retry_after=120) >= 120
+
+
+def test_retries_end_and_the_message_falls_back_to_the_next_channel(
+    services, dispatcher, sms, email, make_debtor, db, clock
+):
+    sms.outcomes.extend(TransientError("timeout") for _ in range(MAX_ATTEMPTS))
+    debtor = make_debtor(channel_preference=["sms", "email"])
+    queue_reply(services, debtor)
+    for _ in range(MAX_ATTEMPTS):
+        dispatcher.run_once()
+        clock.advance(hours=2)
+    rows = outbox(db)
+    assert [(row.channel, row.status) for row in rows] == [("sms", "failed"), ("email", "pending")]
+    dispatcher.run_once()
+    assert [message.recipient for message in email.sent] == ["ana@example.cl"]
+
+
+def test_unreachable_number_falls_back_at_once(services, dispatcher, sms, email, make_debtor, db):
+    sms.outcomes.append(PermanentError("invalid number", code="unreachable"))
+    debtor = make_debtor(channel_preference=["sms", "email"])
+    queue_reply(services, debtor)
+    report = dispatcher.run_once()
+    assert (report.failed, report.fell_back) == (1, 1)
+    dispatcher.run_once()
+    assert len(email.sent) == 1
+
+
+def test_provider_opt_out_is_recorded_and_nothing_falls_back(services, dispatcher, sms, email, make_debtor, db):
+    sms.outcomes.append(PermanentError("21610 unsubscribed", code="opted_out"))
+    debtor = make_debtor(channel_preference=["sms", "email"])
+    queue_reply(services, debtor)
+    dispatcher.run_once()
+    dispatcher.run_once()
+    assert email.sent == []
+    with db.session() as session:
+        assert session.scalars(select(ConsentOptOut.channel)).all() == ["sms"]
+
+
+def test_an_opt_out_after_queueing_cancels_the_send(services, dispatcher, sms, make_debtor, db):
+    debtor = make_debtor()
+    queue_reply(services, debtor)
+    with db.session() as session:
+        session.add(ConsentOptOut(debtor_id=debtor.id, channel="all", source="agent"))
+        session.commit()
+    assert dispatcher.run_once().blocked == 1
+    assert sms.sent == []
+    assert outbox(db)[0].status == "cancelled"
+
+
+def test_a_lease_left_by_a_crashed_worker_is_taken_over_after_it_expires(services, sms, make_debtor, db, clock):
+    registry = ChannelRegistry()
+    registry.register(sms)
+    crashed = Dispatcher(services.database, registry, clock, lease_seconds=60)
+    debtor = make_debtor()
+    queue_reply(services, debtor)
+    assert crashed._lease()  # leased, then the worker "dies" before sending
+    survivor = Dispatcher(services.database, registry, clock, lease_seconds=60)
+    assert survivor.run_once().sent == 0  # the lease still holds
+    clock.advance(seconds=61)
+    assert survivor.run_once().sent == 1
+    assert len(sms.sent) == 1
+
+
+def test_two_dispatchers_at_once_send_each_message_once(services, sms, make_creditor, make_debtor, db):
+    creditor = make_creditor()
+    for number in range(12):
+        debtor = make_debtor(
+            creditor=creditor, external_ref=f"C-{number}", phone=f"+56 9 6123 45{number:02d}", invoices=[]
+        )
+        queue_reply(services, debtor, text=f"hola {number}")
+    registry = ChannelRegistry()
+    registry.register(sms)
+    workers = [Dispatcher(services.database, registry, services.clock, batch_size=3) for _ in range(2)]
+
+    def drain(worker):
+        while worker.run_once().sent:
+            pass
+
+    threads = [threading.Thread(target=drain, args=(worker,)) for worker in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ids = [message.message_id for message in sms.sent]
+    assert len(ids) == len(set(ids)) == len(outbox(db)) >= 12
+    assert all(row.status == "sent" for row in outbox(db))
+
+
+def test_status_callbacks_move_forward_only_and_21610_opts_out(services, dispatcher, make_debtor, db, clock):
+    debtor = make_debtor()
+    queue_reply(services, debtor)
+    dispatcher.run_once()
+    with db.session() as session:
+        message = session.scalars(select(Message).where(Message.direction == "out")).one()
+        provider_id = message.provider_message_id
+        assert record_status(session, DeliveryStatus("sms", provider_id, "delivered"), clock())
+        assert record_status(session, DeliveryStatus("sms", provider_id, "sent"), clock())  # late, older news
+        assert session.get(Message, message.id).delivery_status == "delivered"
+        assert record_status(session, DeliveryStatus("sms", provider_id, "failed", "21610"), clock())
+        assert session.get(Message, message.id).delivery_status == "failed"
+        assert record_status(session, DeliveryStatus("sms", "unknown-id", "delivered"), clock()) is False
+        session.commit()
+        assert session.scalar(select(func.count()).select_from(ConsentOptOut)) == 1
+
+
+def test_whatsapp_outside_the_window_uses_the_approved_template(services, make_debtor, db, clock):
+    whatsapp = CollectingChannel("whatsapp")
+    registry = ChannelRegistry()
+    registry.register(whatsapp)
+    dispatcher = Dispatcher(services.database, registry, clock, whatsapp_templates={"verify_identity": {"es": "HX123"}})
+    debtor = make_debtor()
+    services.conversations.receive(
+        InboundMessage("whatsapp", debtor.phone, "hola", provider_message_id="w1"), debtor.id
+    )
+    with db.session() as session:
+        conversation = session.scalars(select(Conversation)).one()
+        conversation.last_inbound_at = clock() - timedelta(hours=25)
+        session.commit()
+    dispatcher.run_once()
+    [sent] = whatsapp.sent
+    assert sent.metadata["content_sid"] == "HX123"
