@@ -44,6 +44,8 @@ def main(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # The Twilio SDK logs every request's URL and headers at INFO: ids and noise, no value in production logs.
+    logging.getLogger("twilio.http_client").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 @main.group()
