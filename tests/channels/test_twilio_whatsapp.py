@@ -73,7 +73,7 @@ def test_the_adapter_is_a_channel_named_whatsapp(whatsapp: TwilioWhatsApp) -> No
     assert isinstance(whatsapp, Channel)
     assert whatsapp.name == "whatsapp"
     capabilities = whatsapp.capabilities
-    assert (capabilities.max_length, capabilities.buttons) == (4096, False)
+    assert (capabilities.max_length, capabilities.buttons) == (1600, False)
     assert capabilities.template_outside_window and capabilities.media
 
 
