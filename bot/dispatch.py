@@ -27,6 +27,8 @@ from bot.store import Database
 logger = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 8
+# The debtor said no on the provider's side: STOP to Twilio (21610), blocking the bot on Telegram.
+PROVIDER_OPT_OUT_CODES = frozenset({"opted_out", "blocked"})
 BASE_DELAY_SECONDS = 5.0
 MAX_DELAY_SECONDS = 3600.0
 WHATSAPP_WINDOW = timedelta(hours=24)
@@ -202,7 +204,7 @@ class Dispatcher:
             row.status, row.lease_owner, row.lease_until = "failed", None, None
             row.last_error = error[:2000]
             row.message.delivery_status, row.message.error_code = "failed", code
-            if code == "opted_out":
+            if code in PROVIDER_OPT_OUT_CODES:
                 _record_provider_opt_out(session, row, now)
             elif _fall_back(session, row, now):
                 report.fell_back += 1

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from itsdangerous import BadSignature, URLSafeSerializer
+import base64
+import hashlib
+import hmac
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -36,20 +39,27 @@ def find_debtor_id(session: Session, channel: str, address: str) -> int | None:
 
 
 class TelegramLinks:
-    """Signed tokens for https://t.me/<bot>?start=<token>, sent to a debtor on another channel."""
+    """Signed tokens for https://t.me/<bot>?start=<token>, sent to a debtor on another channel.
+
+    Telegram allows only [A-Za-z0-9_-] (at most 64) in a start parameter, so this is `<id>_<mac>` rather
+    than an itsdangerous token (which contains dots).
+    """
 
     def __init__(self, secret_key: str) -> None:
-        self._serializer = URLSafeSerializer(secret_key, salt="cobrabot.telegram-link")
+        self._key = hashlib.sha256(f"cobrabot.telegram-link:{secret_key}".encode()).digest()
 
     def token(self, debtor_id: int) -> str:
-        return self._serializer.dumps(debtor_id)
+        return f"{debtor_id}_{self._mac(debtor_id)}"
 
     def debtor_id(self, token: str) -> int | None:
-        try:
-            value = self._serializer.loads(token)
-        except BadSignature:
+        number, _, mac = token.partition("_")
+        if not number.isdigit() or not hmac.compare_digest(mac, self._mac(int(number))):
             return None
-        return value if isinstance(value, int) else None
+        return int(number)
+
+    def _mac(self, debtor_id: int) -> str:
+        digest = hmac.new(self._key, str(debtor_id).encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest[:18]).decode()
 
 
 def link_telegram_chat(session: Session, links: TelegramLinks, message: InboundMessage) -> int | None:

@@ -4,7 +4,7 @@ apply delivery statuses. Framework-free: bot/web/webhooks.py calls it."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bot.conversations import ConversationService
 from bot.dispatch import record_status
@@ -39,6 +39,9 @@ class InboundService:
                 logger.info("inbound on %s from an unknown address ignored", message.channel)
                 summary.unknown_senders += 1
                 continue
+            if message.metadata.get("start_payload"):
+                # "/start <token>" opens the chat; its digits must not be read as an answer to anything.
+                message = replace(message, text="/start")
             received = self.conversations.receive(message, debtor_id)
             summary.duplicates += received.duplicate
             summary.handled += not received.duplicate
