@@ -121,6 +121,12 @@ def test_channels_without_credentials_are_disabled_with_the_missing_variable(env
     assert "COBRABOT_SMTP_URL" in (status["email"] or "")
 
 
+def test_telegram_without_a_webhook_secret_stays_disabled(env: pytest.MonkeyPatch) -> None:
+    # The webhook must never run unauthenticated, so the token alone does not enable the channel.
+    settings = settings_with(env, TELEGRAM_BOT_TOKEN="123:abc")
+    assert "COBRABOT_TELEGRAM_SECRET" in (settings.channel_status()["telegram"] or "")
+
+
 @pytest.mark.parametrize(
     ("channel", "variables"),
     [
@@ -130,12 +136,6 @@ def test_channels_without_credentials_are_disabled_with_the_missing_variable(env
         ("email", {"COBRABOT_SMTP_URL": "smtp://mail:587", "COBRABOT_EMAIL_FROM": "cobranza@example.cl"}),
     ],
 )
-def test_telegram_without_a_webhook_secret_stays_disabled(env: pytest.MonkeyPatch) -> None:
-    # The webhook must never run unauthenticated, so the token alone does not enable the channel.
-    settings = settings_with(env, TELEGRAM_BOT_TOKEN="123:abc")
-    assert "COBRABOT_TELEGRAM_SECRET" in (settings.channel_status()["telegram"] or "")
-
-
 def test_a_channel_is_enabled_once_its_credentials_are_set(
     env: pytest.MonkeyPatch, channel: str, variables: dict[str, str]
 ) -> None:
