@@ -15,9 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.domain import ConversationState, InboundMessage, Money  # noqa: E402
-from bot.engine import DebtorFacts, DialogEngine  # noqa: E402
-from bot.nlu.offline import OfflineNLU  # noqa: E402
+from bot.domain import ConversationState, InboundMessage, Money
+from bot.engine import DebtorFacts, DialogEngine
+from bot.nlu.offline import OfflineNLU
 
 NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
 CONVERSATION = [

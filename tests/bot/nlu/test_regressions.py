@@ -21,7 +21,9 @@ def understand(nlu: OfflineNLU, text: str, locale: str = "es") -> Intent:
     return nlu.understand(text, locale=locale, timezone="America/Santiago", currency="CLP", now=NOW).intent
 
 
-@pytest.mark.parametrize("text", ["de donde sacaron mi numero", "¿de dónde sacaron mi número?", "quién les dio mi teléfono"])
+@pytest.mark.parametrize(
+    "text", ["de donde sacaron mi numero", "¿de dónde sacaron mi número?", "quién les dio mi teléfono"]
+)
 def test_asking_where_the_number_came_from_is_not_an_opt_out(nlu, text):
     assert understand(nlu, text) is not Intent.OPT_OUT
 
