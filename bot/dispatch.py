@@ -22,6 +22,7 @@ from bot.domain import Clock, DeliveryStatus, OutboundMessage, PermanentError, S
 from bot.models import ConsentOptOut, Conversation, Debtor, Message, Outbox
 from bot.outreach import ADDRESS_OF, opted_out_channels
 from bot.ports import ChannelRegistry, UnknownChannel
+from bot.ratelimit import DEFAULT_RATES, LocalRateLimiter, Rate, RateLimiter, bucket_keys
 from bot.store import Database
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ PROVIDER_OPT_OUT_CODES = frozenset({"opted_out", "blocked"})
 BASE_DELAY_SECONDS = 5.0
 MAX_DELAY_SECONDS = 3600.0
 WHATSAPP_WINDOW = timedelta(hours=24)
+FORCE_TEMPLATE = "force_template"
 
 
 def backoff(attempts: int, retry_after: float | None = None) -> float:
@@ -49,15 +51,10 @@ class DispatchReport:
     failed: int = 0
     fell_back: int = 0
     blocked: int = 0
+    rate_limited: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {
-            "sent": self.sent,
-            "retried": self.retried,
-            "failed": self.failed,
-            "fell_back": self.fell_back,
-            "blocked": self.blocked,
-        }
+        return dict(vars(self))
 
 
 @dataclass
@@ -66,6 +63,8 @@ class Dispatcher:
     registry: ChannelRegistry
     clock: Clock
     whatsapp_templates: dict[str, dict[str, str]] = field(default_factory=dict)
+    limiter: RateLimiter = field(default_factory=LocalRateLimiter)
+    rates: dict[str, Rate] = field(default_factory=lambda: dict(DEFAULT_RATES))
     lease_seconds: float = 120.0
     batch_size: int = 50
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}")
@@ -102,7 +101,10 @@ class Dispatcher:
 
     def _deliver(self, outbox_id: int, report: DispatchReport) -> None:
         prepared = self._prepare(outbox_id)
-        if prepared is None:
+        if prepared == "rate_limited":
+            report.rate_limited += 1
+            return
+        if not isinstance(prepared, tuple):
             report.blocked += 1
             return
         outbound, channel_name = prepared
@@ -116,14 +118,15 @@ class Dispatcher:
         else:
             self._sent(outbox_id, result, report)
 
-    def _prepare(self, outbox_id: int) -> tuple[OutboundMessage, str] | None:
-        """The message to send, or None when it must not go out any more (opted out since it was queued)."""
+    def _prepare(self, outbox_id: int) -> tuple[OutboundMessage, str] | str:
+        """The message to send, or why not now: "cancelled" (opted out since it was queued), "rate_limited"
+        (back in the queue for when the sender's bucket has a token; not an attempt), "lost" (lease taken)."""
         now = self.clock()
         with self.database.unit_of_work() as uow:
             session = uow.session
             row = session.get(Outbox, outbox_id)
             if row is None or row.lease_owner != self.worker_id:
-                return None
+                return "lost"
             message = row.message
             debtor = session.get(Debtor, message.debtor_id)
             blocked = opted_out_channels(session, message.debtor_id)
@@ -131,11 +134,18 @@ class Dispatcher:
                 row.status, row.decision_reason = "cancelled", "opted out before sending"
                 message.delivery_status = "cancelled"
                 uow.commit()
-                return None
+                return "cancelled"
             conversation = session.get(Conversation, message.conversation_id) if message.conversation_id else None
             recipient = conversation.address if conversation else ADDRESS_OF[row.channel](debtor)
+            wait = self._rate_wait(row.channel, recipient)
+            if wait > 0:
+                row.status, row.lease_owner, row.lease_until = "pending", None, None
+                row.next_attempt_at = now + timedelta(seconds=wait)
+                uow.commit()
+                return "rate_limited"
             metadata = {"initiated_by": row.initiated_by, "locale": debtor.locale}
-            metadata |= self._whatsapp_template(row.channel, message, conversation, debtor.locale, now)
+            forced = row.decision_reason == FORCE_TEMPLATE
+            metadata |= self._whatsapp_template(row.channel, message, conversation, debtor.locale, now, forced)
             outbound = OutboundMessage(
                 channel=row.channel,
                 recipient=recipient,
@@ -148,18 +158,34 @@ class Dispatcher:
             uow.commit()
             return outbound, row.channel
 
+    def _rate_wait(self, channel: str, recipient: str) -> float:
+        for key, rate in bucket_keys(channel, recipient, self.rates):
+            wait = self.limiter.acquire(key, rate)
+            if wait > 0:
+                return wait
+        return 0.0
+
     def _whatsapp_template(
-        self, channel: str, message: Message, conversation: Conversation | None, locale: str, now: datetime
+        self,
+        channel: str,
+        message: Message,
+        conversation: Conversation | None,
+        locale: str,
+        now: datetime,
+        forced: bool = False,
     ) -> dict[str, object]:
         """Outside WhatsApp's 24-hour window only an approved template (ContentSid) may be sent."""
         if channel != "whatsapp":
             return {}
         last_inbound = conversation.last_inbound_at if conversation else None
-        if last_inbound is not None and now - last_inbound < WHATSAPP_WINDOW:
+        if not forced and last_inbound is not None and now - last_inbound < WHATSAPP_WINDOW:
             return {}
-        sids = self.whatsapp_templates.get(message.template_key or "", {})
-        sid = sids.get(locale) or sids.get(locale.split("-")[0])
+        sid = self._template_sid(message.template_key, locale)
         return {"content_sid": sid, "content_variables": {"1": message.body}} if sid else {}
+
+    def _template_sid(self, template_key: str | None, locale: str) -> str | None:
+        sids = self.whatsapp_templates.get(template_key or "", {})
+        return sids.get(locale) or sids.get(locale.split("-")[0])
 
     def _sent(self, outbox_id: int, result: SendResult, report: DispatchReport) -> None:
         now = self.clock()
@@ -201,6 +227,17 @@ class Dispatcher:
             row = session.get(Outbox, outbox_id)
             if row is None:
                 return
+            if (
+                code == "outside_window"
+                and row.decision_reason != FORCE_TEMPLATE
+                and self._template_sid(row.message.template_key, _locale_of(session, row))
+            ):
+                # Twilio 63016: the 24-hour window closed between our check and the send; use the template.
+                row.status, row.lease_owner, row.lease_until = "pending", None, None
+                row.decision_reason, row.next_attempt_at = FORCE_TEMPLATE, now
+                uow.commit()
+                report.retried += 1
+                return
             row.status, row.lease_owner, row.lease_until = "failed", None, None
             row.last_error = error[:2000]
             row.message.delivery_status, row.message.error_code = "failed", code
@@ -211,6 +248,11 @@ class Dispatcher:
             uow.commit()
         report.failed += 1
         logger.warning("outbox %s failed permanently (%s)", outbox_id, code)
+
+
+def _locale_of(session: Session, row: Outbox) -> str:
+    debtor = session.get(Debtor, row.message.debtor_id)
+    return debtor.locale if debtor else "es"
 
 
 def _record_provider_opt_out(session: Session, row: Outbox, now: datetime) -> None:

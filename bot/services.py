@@ -18,6 +18,7 @@ from bot.inbound import InboundService
 from bot.nlu import Understander
 from bot.portal import PortalTokens
 from bot.ports import ChannelRegistry
+from bot.ratelimit import make_rate_limiter
 from bot.store import ConversationLocks, Database, make_locks
 from knowledge.retriever import KnowledgeBase
 
@@ -71,7 +72,13 @@ def bootstrap(
     return Services(
         settings=settings,
         registry=registry,
-        dispatcher=Dispatcher(database, registry, clock, whatsapp_templates=settings.whatsapp_templates),
+        dispatcher=Dispatcher(
+            database,
+            registry,
+            clock,
+            whatsapp_templates=settings.whatsapp_templates,
+            limiter=make_rate_limiter(settings.redis_url),
+        ),
         telegram_links=telegram_links,
         inbound=InboundService(database, conversations, telegram_links, clock),
         database=database,

@@ -21,6 +21,7 @@ from bot.domain import (
 )
 from bot.models import ConsentOptOut, Conversation, Message, Outbox
 from bot.ports import ChannelRegistry
+from bot.ratelimit import LocalRateLimiter, Rate
 
 
 class CollectingChannel:
@@ -61,7 +62,7 @@ def dispatcher(services, sms, email):
     registry = ChannelRegistry()
     registry.register(sms)
     registry.register(email)
-    return Dispatcher(services.database, registry, services.clock, whatsapp_templates={})
+    return Dispatcher(services.database, registry, services.clock, whatsapp_templates={}, rates={})
 
 
 def queue_reply(services, debtor, text="hola"):
@@ -161,11 +162,11 @@ def test_an_opt_out_after_queueing_cancels_the_send(services, dispatcher, sms, m
 def test_a_lease_left_by_a_crashed_worker_is_taken_over_after_it_expires(services, sms, make_debtor, db, clock):
     registry = ChannelRegistry()
     registry.register(sms)
-    crashed = Dispatcher(services.database, registry, clock, lease_seconds=60)
+    crashed = Dispatcher(services.database, registry, clock, lease_seconds=60, rates={})
     debtor = make_debtor()
     queue_reply(services, debtor)
     assert crashed._lease()  # leased, then the worker "dies" before sending
-    survivor = Dispatcher(services.database, registry, clock, lease_seconds=60)
+    survivor = Dispatcher(services.database, registry, clock, lease_seconds=60, rates={})
     assert survivor.run_once().sent == 0  # the lease still holds
     clock.advance(seconds=61)
     assert survivor.run_once().sent == 1
@@ -181,7 +182,7 @@ def test_two_dispatchers_at_once_send_each_message_once(services, sms, make_cred
         queue_reply(services, debtor, text=f"hola {number}")
     registry = ChannelRegistry()
     registry.register(sms)
-    workers = [Dispatcher(services.database, registry, services.clock, batch_size=3) for _ in range(2)]
+    workers = [Dispatcher(services.database, registry, services.clock, batch_size=3, rates={}) for _ in range(2)]
 
     def drain(worker):
         while worker.run_once().sent:
@@ -230,3 +231,40 @@ def test_whatsapp_outside_the_window_uses_the_approved_template(services, make_d
     dispatcher.run_once()
     [sent] = whatsapp.sent
     assert sent.metadata["content_sid"] == "HX123"
+
+
+def test_the_sender_rate_limit_defers_without_spending_an_attempt(services, sms, make_creditor, make_debtor, db, clock):
+    registry = ChannelRegistry()
+    registry.register(sms)
+    limited = Dispatcher(
+        services.database, registry, clock, rates={"sms": Rate(1.0, 1)}, limiter=LocalRateLimiter(lambda: 0.0)
+    )
+    creditor = make_creditor()
+    for number in range(2):
+        debtor = make_debtor(
+            creditor=creditor, external_ref=f"R-{number}", phone=f"+56 9 6123 45{number:02d}", invoices=[]
+        )
+        queue_reply(services, debtor, text=f"buenas {'ab'[number]}")
+    report = limited.run_once()
+    assert (report.sent, report.rate_limited) == (1, 1)
+    deferred = [row for row in outbox(db) if row.status == "pending"]
+    assert len(deferred) == 1 and deferred[0].attempts == 0
+    assert deferred[0].next_attempt_at == clock() + timedelta(seconds=1)
+
+
+def test_outside_window_error_resends_the_same_message_as_the_approved_template(services, make_debtor, db, clock):
+    whatsapp = CollectingChannel("whatsapp", PermanentError("63016", code="outside_window"))
+    registry = ChannelRegistry()
+    registry.register(whatsapp)
+    dispatcher = Dispatcher(
+        services.database, registry, clock, rates={}, whatsapp_templates={"verify_identity": {"es": "HX9"}}
+    )
+    debtor = make_debtor()
+    services.conversations.receive(
+        InboundMessage("whatsapp", debtor.phone, "hola", provider_message_id="w2"), debtor.id
+    )
+    dispatcher.run_once()  # inside the window as far as we knew: free text, refused by Twilio
+    dispatcher.run_once()
+    [sent] = whatsapp.sent
+    assert sent.metadata["content_sid"] == "HX9"
+    assert [row.status for row in outbox(db)] == ["sent"]
