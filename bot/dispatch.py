@@ -24,6 +24,8 @@ from bot.outreach import ADDRESS_OF, opted_out_channels
 from bot.ports import ChannelRegistry, UnknownChannel
 from bot.ratelimit import DEFAULT_RATES, LocalRateLimiter, Rate, RateLimiter, bucket_keys
 from bot.store import Database
+from bot.templates import TemplateRenderer
+from bot.unsubscribe import UnsubscribeLinks
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +67,7 @@ class Dispatcher:
     whatsapp_templates: dict[str, dict[str, str]] = field(default_factory=dict)
     limiter: RateLimiter = field(default_factory=LocalRateLimiter)
     rates: dict[str, Rate] = field(default_factory=lambda: dict(DEFAULT_RATES))
+    unsubscribe: UnsubscribeLinks | None = None
     lease_seconds: float = 120.0
     batch_size: int = 50
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}")
@@ -144,6 +147,8 @@ class Dispatcher:
                 uow.commit()
                 return "rate_limited"
             metadata = {"initiated_by": row.initiated_by, "locale": debtor.locale}
+            if row.channel == "email":
+                metadata |= self._email_metadata(session, debtor, conversation)
             forced = row.decision_reason == FORCE_TEMPLATE
             metadata |= self._whatsapp_template(row.channel, message, conversation, debtor.locale, now, forced)
             outbound = OutboundMessage(
@@ -157,6 +162,28 @@ class Dispatcher:
             row.attempts += 1
             uow.commit()
             return outbound, row.channel
+
+    def _email_metadata(self, session: Session, debtor: Debtor, conversation: Conversation | None) -> dict[str, str]:
+        """Threading (the debtor's last email) and a one-click unsubscribe link for this channel."""
+        # Until the address is verified, even the subject must not name the creditor.
+        verified = conversation is None or conversation.identity_verified_at is not None
+        key, facts = (
+            ("email_subject", {"creditor_name": debtor.creditor.name}) if verified else ("email_subject_public", {})
+        )
+        subject = TemplateRenderer.from_session(session).render(key, debtor.locale, "email", facts)
+        metadata: dict[str, str] = {"subject": subject}
+        if self.unsubscribe is not None:
+            metadata["unsubscribe_url"] = self.unsubscribe.url(debtor.id, "email")
+        if conversation is not None:
+            last_inbound = session.scalar(
+                select(Message.provider_message_id)
+                .where(Message.conversation_id == conversation.id, Message.direction == "in")
+                .order_by(Message.id.desc())
+                .limit(1)
+            )
+            if last_inbound:
+                metadata["in_reply_to"] = last_inbound
+        return metadata
 
     def _rate_wait(self, channel: str, recipient: str) -> float:
         for key, rate in bucket_keys(channel, recipient, self.rates):

@@ -20,6 +20,7 @@ from bot.portal import PortalTokens
 from bot.ports import ChannelRegistry
 from bot.ratelimit import make_rate_limiter
 from bot.store import ConversationLocks, Database, make_locks
+from bot.unsubscribe import UnsubscribeLinks
 from knowledge.retriever import KnowledgeBase
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ def bootstrap(
     for channel, reason in settings.channel_status().items():
         if reason:
             logger.warning("channel %s disabled: %s", channel, reason)
+    logger.info("channels enabled: %s", ", ".join(settings.enabled_channels()))
     portal = PortalTokens(settings.secret_key, settings.public_url)
     if nlu is None:
         from bot.nlu.offline import OfflineNLU  # trains a small model: only when no understander is injected
@@ -78,6 +80,7 @@ def bootstrap(
             clock,
             whatsapp_templates=settings.whatsapp_templates,
             limiter=make_rate_limiter(settings.redis_url),
+            unsubscribe=UnsubscribeLinks(settings.secret_key, settings.public_url),
         ),
         telegram_links=telegram_links,
         inbound=InboundService(database, conversations, telegram_links, clock),

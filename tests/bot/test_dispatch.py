@@ -268,3 +268,19 @@ def test_outside_window_error_resends_the_same_message_as_the_approved_template(
     [sent] = whatsapp.sent
     assert sent.metadata["content_sid"] == "HX9"
     assert [row.status for row in outbox(db)] == ["sent"]
+
+
+def test_email_replies_thread_and_carry_a_one_click_unsubscribe_link(services, email, make_debtor, db):
+    registry = ChannelRegistry()
+    registry.register(email)
+    dispatcher = Dispatcher(
+        services.database, registry, services.clock, rates={}, unsubscribe=services.dispatcher.unsubscribe
+    )
+    debtor = make_debtor()
+    message = InboundMessage("email", "ana@example.cl", "hola", provider_message_id="abc@mail.example")
+    services.conversations.receive(message, debtor.id)
+    dispatcher.run_once()
+    [sent] = email.sent
+    assert sent.metadata["in_reply_to"] == "abc@mail.example"
+    assert sent.metadata["subject"] == "Su consulta"  # not verified yet: the creditor is not named
+    assert sent.metadata["unsubscribe_url"].startswith("https://cobrabot.example/u/")
