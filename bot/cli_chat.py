@@ -76,10 +76,11 @@ def _sandbox(
     with source.session() as read, sandbox_db.session() as write:
         debtor = _find_debtor(read, ref, creditor_slug)
         creditor = _clone(debtor.creditor)
+        write.add(creditor)
+        write.flush()
         copy = _clone(debtor, creditor=creditor, locale=locale or debtor.locale)
-        copy.invoices = [
-            _clone(invoice) for invoice in read.scalars(select(Invoice).where(Invoice.debtor_id == debtor.id))
-        ]
+        invoices = read.scalars(select(Invoice).where(Invoice.debtor_id == debtor.id))
+        copy.invoices = [_clone(invoice, creditor_id=creditor.id) for invoice in invoices]
         write.add(copy)
         write.commit()
         debtor_id = copy.id

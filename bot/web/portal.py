@@ -12,7 +12,7 @@ from sqlalchemy import select
 from bot.debtors import balances, open_invoices
 from bot.domain import InboundMessage, Money
 from bot.i18n import format_date, format_money, language_of
-from bot.models import Debtor, PaymentLink
+from bot.models import Debtor, Message, Outbox, PaymentLink
 from bot.portal import ExpiredPortalToken, InvalidPortalToken
 from bot.services import Services
 from bot.templates import TemplateRenderer
@@ -95,6 +95,29 @@ def short_link(code: str) -> Response:
         if link.status != "active" or link.expires_at <= svc.clock():
             abort(410)
         return redirect(url_for("portal.page", token=link.token), code=302)
+
+
+@blueprint.get("/p/<token>/messages")
+def messages(token: str) -> Response | tuple[dict[str, object], int]:
+    """The web chat's outbound messages after `?after=<id>`: what an agent (or a reminder) said since the page
+    last looked. The page polls this; delivery to the web chat is the debtor reading it here."""
+    debtor_id = _debtor_id(token)
+    if isinstance(debtor_id, Response):
+        return debtor_id
+    after = request.args.get("after", "0")
+    if not after.isdigit():
+        return json_error(400, "bad_request", "after must be a message id (a whole number)")
+    with services().database.session() as session:
+        # Only what went through the outbox: the chat's own replies already came back in the POST's response.
+        rows = session.scalars(
+            select(Message)
+            .join(Outbox, Outbox.message_id == Message.id)
+            .where(Message.debtor_id == debtor_id, Message.channel == "webchat", Outbox.status == "sent")
+            .where(Message.id > int(after))
+            .order_by(Message.id)
+            .limit(50)
+        ).all()
+    return {"messages": [{"id": row.id, "text": row.body} for row in rows]}, 200
 
 
 @blueprint.post("/p/<token>/chat")

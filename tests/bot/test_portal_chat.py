@@ -125,3 +125,33 @@ def test_payment_link_from_the_chat_leads_to_the_portal_until_it_expires(client,
     clock.advance(days=8)
     assert client.get(path).status_code == 410
     assert client.get("/l/nope").status_code == 404
+
+
+def test_messages_sent_through_the_outbox_reach_the_open_portal_by_polling(client, services, make_debtor, db):
+    from bot.models import Conversation, Message, Outbox
+    from channels.webchat import WebChat
+
+    debtor = make_debtor()
+    path = portal_path(services, debtor.id)
+    client.post(path + "/chat", json={"text": "hola"})
+    with db.session() as session:
+        conversation = session.scalars(select(Conversation)).one()
+        note = Message(
+            conversation_id=conversation.id,
+            debtor_id=debtor.id,
+            direction="out",
+            channel="webchat",
+            body="Hola Ana, soy Carla del equipo de cobranza.",
+            delivery_status="queued",
+        )
+        session.add(note)
+        session.flush()
+        session.add(Outbox(message_id=note.id, channel="webchat", initiated_by="agent"))
+        session.commit()
+    services.registry.register(WebChat())
+    assert client.get(path + "/messages?after=0").get_json() == {"messages": []}  # not dispatched yet
+    assert services.dispatcher.run_once().sent == 1
+    body = client.get(path + "/messages?after=0").get_json()
+    assert [m["text"] for m in body["messages"]] == ["Hola Ana, soy Carla del equipo de cobranza."]
+    assert client.get(path + f"/messages?after={body['messages'][0]['id']}").get_json() == {"messages": []}
+    assert client.get(path + "/messages?after=abc").status_code == 400

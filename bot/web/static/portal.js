@@ -17,6 +17,18 @@
     return Date.now().toString(36) + Math.random().toString(36).slice(2, 10);
   }
 
+  // Messages an agent sends while the page is open arrive through polling.
+  var lastSeen = 0;
+  function poll() {
+    fetch(form.dataset.messages + "?after=" + lastSeen)
+      .then(function (response) { return response.ok ? response.json() : { messages: [] }; })
+      .then(function (body) {
+        body.messages.forEach(function (message) { lastSeen = message.id; say("bot", message.text); });
+      })
+      .catch(function () { /* offline for a moment: the next poll catches up */ });
+  }
+  setInterval(poll, 5000);
+
   form.addEventListener("submit", function (event) {
     event.preventDefault();
     var text = input.value.trim();

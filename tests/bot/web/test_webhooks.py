@@ -147,3 +147,19 @@ def test_status_callbacks_update_the_message(twilio, db, make_debtor, standin):
 def test_webhook_for_a_disabled_channel_is_404(client, db):
     response = client.post("/webhooks/telegram", json={"update_id": 1})
     assert response.status_code == 404 and response.get_json()["error"] == "channel_disabled"
+
+
+def test_a_provider_500_then_201_sends_the_reply_exactly_once(twilio, db, make_debtor, standin, clock):
+    services, app = twilio
+    debtor = make_debtor()
+    post(app, "/webhooks/twilio/sms", sms(debtor.phone, "hola"))
+    standin.respond("POST", MESSAGES, 500, {"code": 20500, "message": "Internal Server Error", "status": 500})
+    standin.respond("POST", MESSAGES, 201, {"sid": "SM" + "d" * 32, "status": "queued", "account_sid": SID})
+    services.dispatcher.rates = {}
+    assert services.dispatcher.run_once().retried == 1
+    clock.advance(minutes=5)
+    assert services.dispatcher.run_once().sent == 1
+    clock.advance(minutes=5)
+    assert services.dispatcher.run_once().sent == 0
+    assert len([r for r in standin.requests if r.path == MESSAGES]) == 2
+    assert count(db, Outbox, Outbox.status == "sent") == 1
