@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -181,7 +182,12 @@ class UpsertResult:
 
 
 def upsert_debtor(
-    session: Session, creditor: Creditor, data: DebtorIn, secret_key: str, existing: Debtor | None = None
+    session: Session,
+    creditor: Creditor,
+    data: DebtorIn,
+    secret_key: str,
+    existing: Debtor | None = None,
+    known_invoices: Mapping[str, Invoice] | None = None,
 ) -> UpsertResult:
     """Create or update a debtor and its invoices by external ref; the same input twice changes nothing."""
     if existing is None:
@@ -192,7 +198,7 @@ def upsert_debtor(
     _apply_debtor_fields(debtor, creditor, data, secret_key)
     if existing is None:
         session.add(debtor)
-    created, updated = _upsert_invoices(session, creditor, debtor, data.invoices)
+    created, updated = _upsert_invoices(session, creditor, debtor, data.invoices, known_invoices)
     return UpsertResult(debtor, existing is None, created, updated)
 
 
@@ -219,14 +225,20 @@ def _apply_debtor_fields(debtor: Debtor, creditor: Creditor, data: DebtorIn, sec
 
 
 def _upsert_invoices(
-    session: Session, creditor: Creditor, debtor: Debtor, invoices: list[InvoiceIn]
+    session: Session,
+    creditor: Creditor,
+    debtor: Debtor,
+    invoices: list[InvoiceIn],
+    known_invoices: Mapping[str, Invoice] | None,
 ) -> tuple[int, int]:
     if not invoices:
         return 0, 0
-    # Always look: a new debtor may claim an invoice number another debtor already has (autoflush gives it an id).
-    numbers = [invoice.number for invoice in invoices]
-    rows = session.scalars(select(Invoice).where(Invoice.creditor_id == creditor.id, Invoice.number.in_(numbers)))
-    known = {row.number: row for row in rows}
+    known = known_invoices
+    if known is None:
+        # Always look: a new debtor may claim an invoice number another debtor already has.
+        numbers = [invoice.number for invoice in invoices]
+        rows = session.scalars(select(Invoice).where(Invoice.creditor_id == creditor.id, Invoice.number.in_(numbers)))
+        known = {row.number: row for row in rows}
     created = updated = 0
     for index, data in enumerate(invoices):
         invoice = known.get(data.number)

@@ -23,7 +23,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from bot.debtors import DebtorIn, FieldError, upsert_debtor
-from bot.models import Creditor, Debtor
+from bot.models import Creditor, Debtor, Invoice
 from bot.store import Database
 
 logger = logging.getLogger(__name__)
@@ -472,16 +472,26 @@ class _Writer:
         with self.database.session() as session:
             creditor = session.get_one(Creditor, self.creditor_id)
             existing = self._existing(session, [candidate.ref for candidate in batch])
+            invoices = self._known_invoices(session, batch)
             # No autoflush: upsert_debtor's queries must not flush debtor by debtor; one flush sends the batch.
             with session.no_autoflush:
                 for candidate in batch:
-                    tally.update(self._upsert(session, creditor, candidate, existing.get(candidate.ref)))
+                    tally.update(self._upsert(session, creditor, candidate, existing.get(candidate.ref), invoices))
             session.flush()
             if self.dry_run:
                 session.rollback()
             else:
                 session.commit()
         return tally
+
+    def _known_invoices(self, session: Session, batch: list[_Candidate]) -> dict[str, Invoice]:
+        """The batch's invoice numbers that already exist, in one query per chunk instead of one per debtor."""
+        numbers = [invoice.number for candidate in batch if candidate.data for invoice in candidate.data.invoices]
+        found: dict[str, Invoice] = {}
+        for chunk in _chunks(numbers):
+            statement = select(Invoice).where(Invoice.creditor_id == self.creditor_id, Invoice.number.in_(chunk))
+            found.update((invoice.number, invoice) for invoice in session.scalars(statement))
+        return found
 
     def _existing(self, session: Session, refs: list[str]) -> dict[str, Debtor]:
         found: dict[str, Debtor] = {}
@@ -495,7 +505,12 @@ class _Writer:
         return found
 
     def _upsert(
-        self, session: Session, creditor: Creditor, candidate: _Candidate, current: Debtor | None
+        self,
+        session: Session,
+        creditor: Creditor,
+        candidate: _Candidate,
+        current: Debtor | None,
+        invoices: dict[str, Invoice],
     ) -> Counter[str]:
         while candidate.rows and candidate.data is not None:
             debtor = current
@@ -505,7 +520,9 @@ class _Writer:
                 debtor = Debtor(creditor_id=creditor.id, external_ref=candidate.ref, name=candidate.data.name)
                 session.add(debtor)
             try:
-                result = upsert_debtor(session, creditor, candidate.data, self.secret_key, existing=debtor)
+                result = upsert_debtor(
+                    session, creditor, candidate.data, self.secret_key, existing=debtor, known_invoices=invoices
+                )
             except FieldError as exc:
                 _discard(session, debtor)
                 candidate.report([_field_problem(exc, candidate)], self.errors)

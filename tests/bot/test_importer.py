@@ -243,8 +243,8 @@ def test_invoice_refused_by_upsert_keeps_the_debtors_other_changes(run, db, cred
 
 
 def test_debtor_refused_by_the_database_costs_only_its_own_rows(run, db, tmp_path, monkeypatch):
-    def upsert_breaking_one(session, creditor, data, secret_key, existing=None):
-        result = upsert_debtor(session, creditor, data, secret_key, existing=existing)
+    def upsert_breaking_one(session, creditor, data, secret_key, existing=None, known_invoices=None):
+        result = upsert_debtor(session, creditor, data, secret_key, existing=existing, known_invoices=known_invoices)
         if data.external_ref == "B-1":
             result.debtor.name = None  # NOT NULL: the whole batch's flush fails
         return result
