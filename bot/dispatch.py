@@ -18,12 +18,13 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from bot.audit import record
+from bot.compliance import ContactPolicy, Decision, load_context
 from bot.domain import Clock, DeliveryStatus, OutboundMessage, PermanentError, SendResult, TransientError
 from bot.models import ConsentOptOut, Conversation, Debtor, Message, Outbox
 from bot.outreach import ADDRESS_OF, opted_out_channels
 from bot.ports import ChannelRegistry, UnknownChannel
 from bot.ratelimit import DEFAULT_RATES, LocalRateLimiter, Rate, RateLimiter, bucket_keys
-from bot.store import Database
+from bot.store import Database, UnitOfWork
 from bot.templates import TemplateRenderer
 from bot.unsubscribe import UnsubscribeLinks
 
@@ -54,6 +55,7 @@ class DispatchReport:
     fell_back: int = 0
     blocked: int = 0
     rate_limited: int = 0
+    deferred: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dict(vars(self))
@@ -68,6 +70,7 @@ class Dispatcher:
     limiter: RateLimiter = field(default_factory=LocalRateLimiter)
     rates: dict[str, Rate] = field(default_factory=lambda: dict(DEFAULT_RATES))
     unsubscribe: UnsubscribeLinks | None = None
+    policy: ContactPolicy = field(default_factory=ContactPolicy)
     lease_seconds: float = 120.0
     batch_size: int = 50
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}")
@@ -107,6 +110,9 @@ class Dispatcher:
         if prepared == "rate_limited":
             report.rate_limited += 1
             return
+        if prepared == "deferred":
+            report.deferred += 1
+            return
         if not isinstance(prepared, tuple):
             report.blocked += 1
             return
@@ -122,8 +128,9 @@ class Dispatcher:
             self._sent(outbox_id, result, report)
 
     def _prepare(self, outbox_id: int) -> tuple[OutboundMessage, str] | str:
-        """The message to send, or why not now: "cancelled" (opted out since it was queued), "rate_limited"
-        (back in the queue for when the sender's bucket has a token; not an attempt), "lost" (lease taken)."""
+        """The message to send, or why not now: "cancelled" (the compliance gate blocks it: an opt-out, an open
+        dispute, ...), "deferred" (quiet hours, caps: back in the queue until allowed), "rate_limited" (the
+        sender's bucket is empty), "lost" (our lease was taken). Only a send counts as an attempt."""
         now = self.clock()
         with self.database.unit_of_work() as uow:
             session = uow.session
@@ -131,13 +138,12 @@ class Dispatcher:
             if row is None or row.lease_owner != self.worker_id:
                 return "lost"
             message = row.message
-            debtor = session.get(Debtor, message.debtor_id)
-            blocked = opted_out_channels(session, message.debtor_id)
-            if debtor is None or "all" in blocked or row.channel in blocked:
-                row.status, row.decision_reason = "cancelled", "opted out before sending"
-                message.delivery_status = "cancelled"
-                uow.commit()
-                return "cancelled"
+            debtor = session.get_one(Debtor, message.debtor_id)
+            forced = (row.decision_reason or "").endswith(FORCE_TEMPLATE)
+            decision = self._decide(session, row, debtor, now)
+            row.decision_reason = decision.as_stored() + (f";{FORCE_TEMPLATE}" if forced else "")
+            if decision.verdict != "allow":
+                return self._hold(uow, row, decision)
             conversation = session.get(Conversation, message.conversation_id) if message.conversation_id else None
             recipient = conversation.address if conversation else ADDRESS_OF[row.channel](debtor)
             wait = self._rate_wait(row.channel, recipient)
@@ -149,12 +155,11 @@ class Dispatcher:
             metadata = {"initiated_by": row.initiated_by, "locale": debtor.locale}
             if row.channel == "email":
                 metadata |= self._email_metadata(session, debtor, conversation)
-            forced = row.decision_reason == FORCE_TEMPLATE
             metadata |= self._whatsapp_template(row.channel, message, conversation, debtor.locale, now, forced)
             outbound = OutboundMessage(
                 channel=row.channel,
                 recipient=recipient,
-                text=message.body,
+                text=_with_disclosure(session, decision, debtor, row.channel, message.body),
                 template_key=message.template_key,
                 message_id=message.id,
                 metadata=metadata,
@@ -162,6 +167,23 @@ class Dispatcher:
             row.attempts += 1
             uow.commit()
             return outbound, row.channel
+
+    def _decide(self, session: Session, row: Outbox, debtor: Debtor, now: datetime) -> Decision:
+        """The one compliance gate: consent for every message, hours and caps for what the bot starts."""
+        template = self._template_sid(row.message.template_key, debtor.locale) is not None
+        context = load_context(session, row, now, whatsapp_template_available=template)
+        return self.policy.decide(context, now)
+
+    def _hold(self, uow: UnitOfWork, row: Outbox, decision: Decision) -> str:
+        row.lease_owner, row.lease_until = None, None
+        if decision.verdict == "defer" and decision.until is not None:
+            row.status, row.next_attempt_at = "pending", decision.until
+            uow.commit()
+            return "deferred"
+        row.status, row.message.delivery_status = "cancelled", "cancelled"
+        record(uow.session, "system", "message.blocked", row.message, reason=str(decision.reason))
+        uow.commit()
+        return "cancelled"
 
     def _email_metadata(self, session: Session, debtor: Debtor, conversation: Conversation | None) -> dict[str, str]:
         """Threading (the debtor's last email) and a one-click unsubscribe link for this channel."""
@@ -275,6 +297,15 @@ class Dispatcher:
             uow.commit()
         report.failed += 1
         logger.warning("outbox %s failed permanently (%s)", outbox_id, code)
+
+
+def _with_disclosure(session: Session, decision: Decision, debtor: Debtor, channel: str, body: str) -> str:
+    """A first bot contact where the rules demand it starts with the disclosure (e.g. a validation notice)."""
+    if not decision.requires_disclosure or not decision.disclosure_template:
+        return body
+    facts = {"creditor_name": debtor.creditor.name}
+    notice = TemplateRenderer.from_session(session).render(decision.disclosure_template, debtor.locale, channel, facts)
+    return f"{notice}\n\n{body}"
 
 
 def _locale_of(session: Session, row: Outbox) -> str:

@@ -284,3 +284,49 @@ def test_email_replies_thread_and_carry_a_one_click_unsubscribe_link(services, e
     assert sent.metadata["in_reply_to"] == "abc@mail.example"
     assert sent.metadata["subject"] == "Su consulta"  # not verified yet: the creditor is not named
     assert sent.metadata["unsubscribe_url"].startswith("https://cobrabot.example/u/")
+
+
+def bot_message(services, debtor, template_key="promise_reminder"):
+    from bot.outreach import queue_bot_message
+
+    with services.database.unit_of_work() as uow:
+        debtor_row = uow.session.get(type(debtor), debtor.id)
+        queued = queue_bot_message(uow.session, debtor_row, "thanks", {"debtor_name": "Ana"}, services.clock())
+        uow.commit()
+    return queued
+
+
+def test_bot_initiated_message_in_quiet_hours_waits_for_the_morning(services, dispatcher, sms, make_debtor, db, clock):
+    from datetime import UTC, datetime
+
+    clock.now = datetime(2026, 11, 26, 3, 0, tzinfo=UTC)  # 00:00 in Santiago
+    debtor = make_debtor(channel_preference=["sms"])
+    bot_message(services, debtor)
+    assert dispatcher.run_once().deferred == 1
+    [row] = outbox(db)
+    assert row.status == "pending" and row.attempts == 0
+    assert row.decision_reason.startswith("defer:quiet_hours")
+    assert row.next_attempt_at == datetime(2026, 11, 26, 11, 0, tzinfo=UTC)  # 08:00 local
+    clock.now = row.next_attempt_at
+    assert dispatcher.run_once().sent == 1
+
+
+def test_bot_initiated_message_is_blocked_while_a_dispute_is_open(services, dispatcher, sms, make_debtor, db):
+    from bot.models import Case
+
+    debtor = make_debtor(channel_preference=["sms"])
+    with db.session() as session:
+        session.add(Case(debtor_id=debtor.id, kind="dispute", status="open"))
+        session.commit()
+    bot_message(services, debtor)
+    assert dispatcher.run_once().blocked == 1
+    assert sms.sent == [] and outbox(db)[0].decision_reason.startswith("block:dispute_open")
+
+
+def test_first_bot_contact_carries_the_creditors_disclosure(services, dispatcher, sms, make_creditor, make_debtor, db):
+    creditor = make_creditor(compliance_rules={"first_contact_disclosure": "validation_notice"})
+    debtor = make_debtor(creditor=creditor, channel_preference=["sms"])
+    bot_message(services, debtor)
+    dispatcher.run_once()
+    [sent] = sms.sent
+    assert sent.text.startswith("Aguas del Valle le informa: este mensaje es parte de la gestión de cobranza")
