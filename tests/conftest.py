@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import URL, create_engine, make_url, text
@@ -170,6 +171,33 @@ def make_debtor(db: Database, make_creditor: Callable[..., Creditor]) -> Callabl
             return result.debtor
 
     return make
+
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The test Redis; skipped only when nobody asked for one and none runs locally."""
+    configured = os.environ.get("COBRABOT_TEST_REDIS_URL")
+    url = configured or DEFAULT_REDIS_URL
+    client = redis.Redis.from_url(url, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        if configured:
+            pytest.fail(f"COBRABOT_TEST_REDIS_URL is set but unreachable: {exc}")
+        pytest.skip(f"no Redis at {DEFAULT_REDIS_URL} and COBRABOT_TEST_REDIS_URL unset")
+    finally:
+        client.close()
+    return url
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 
 import pytest
@@ -37,15 +36,8 @@ def test_telegram_draws_from_the_chat_bucket_first_then_the_global_one():
     assert bucket_keys("webchat", "x", DEFAULT_RATES) == []
 
 
-def test_redis_bucket_is_shared_and_falls_back_when_redis_is_gone():
-    url = os.environ.get("COBRABOT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-    client = redis.Redis.from_url(url)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        if os.environ.get("COBRABOT_TEST_REDIS_URL"):
-            pytest.fail(f"COBRABOT_TEST_REDIS_URL={url} is set but unreachable")
-        pytest.skip("no Redis on 127.0.0.1:6379")
+def test_redis_bucket_is_shared_and_falls_back_when_redis_is_gone(redis_client):
+    client = redis_client
     key, rate = f"test-{uuid.uuid4().hex}", Rate(per_second=1.0, burst=1)
     first, second = RedisRateLimiter(client), RedisRateLimiter(client)
     assert first.acquire(key, rate) == 0.0

@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 
 import pytest
-import redis
 
 from bot.config import load_settings
 from bot.jobs import JOBS
 from bot.scheduler import LeaderLock, build_scheduler, job_runner
 from bot.services import bootstrap
 from bot.tasks import make_celery
-
-
-@pytest.fixture
-def redis_client():
-    url = os.environ.get("COBRABOT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-    client = redis.Redis.from_url(url)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        if os.environ.get("COBRABOT_TEST_REDIS_URL"):
-            pytest.fail(f"COBRABOT_TEST_REDIS_URL={url} is set but unreachable")
-        pytest.skip("no Redis on 127.0.0.1:6379")
-    yield client
-    client.close()
 
 
 def test_only_one_of_two_schedulers_leads_and_the_lease_passes_on(redis_client):

@@ -3,7 +3,6 @@ concurrency on the real test database."""
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 import time
@@ -26,34 +25,8 @@ from bot.models import Conversation, Creditor, Debtor, Message
 from bot.services import Services
 from bot.store import ConversationLocks, Database, LocalLocks, RedisLocks, make_locks
 
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-
 LocksFactory = Callable[[], ConversationLocks]
 T = TypeVar("T")
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> str:
-    """The test Redis; skipped only when nobody asked for one and none runs locally."""
-    configured = os.environ.get("COBRABOT_TEST_REDIS_URL")
-    url = configured or DEFAULT_REDIS_URL
-    client = redis.Redis.from_url(url, socket_connect_timeout=1)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        if configured:
-            pytest.fail(f"COBRABOT_TEST_REDIS_URL is set but unreachable: {exc}")
-        pytest.skip(f"no Redis at {DEFAULT_REDIS_URL} and COBRABOT_TEST_REDIS_URL unset")
-    finally:
-        client.close()
-    return url
-
-
-@pytest.fixture
-def redis_client(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
 
 
 @pytest.fixture(params=["local", "redis"])
