@@ -88,6 +88,7 @@ class _Run:
         self.question = understanding.text  # what FAQ answers answer: the pending question after verifying
 
     def turn(self) -> Turn:
+        self.slots["_at"] = self.now.isoformat()
         state = ConversationState(
             flow_name=self.flow.name,
             flow_version=self.flow.version,
@@ -114,7 +115,18 @@ class _Run:
         if self.node_name not in self.flow.nodes or not self.slots.get("_started"):
             self.start_conversation()
             return
-        self.at_waiting_node(self.flow.node(self.node_name))
+        node = self.flow.node(self.node_name)
+        if self._timed_out(node):
+            self.enter(node.timeout_goto or self.flow.start)
+            return
+        self.at_waiting_node(node)
+
+    def _timed_out(self, node: Node) -> bool:
+        """Whether the debtor comes back after the node's timeout: old half-finished talk is not resumed."""
+        last = self.slots.get("_at")
+        if node.timeout_hours is None or not last:
+            return False
+        return (self.now - datetime.fromisoformat(str(last))).total_seconds() > node.timeout_hours * 3600
 
     def start_conversation(self) -> None:
         self.slots["_started"] = True

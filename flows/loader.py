@@ -73,6 +73,8 @@ class Node:
     end: str | None = None
     public: bool = False
     params: dict[str, str] = field(default_factory=dict)
+    timeout_hours: float | None = None
+    timeout_goto: str | None = None
 
     @property
     def waits(self) -> bool:
@@ -80,7 +82,7 @@ class Node:
         return self.end is None and self.next is None and bool(self.on or self.slots or self.fallback)
 
     def targets(self) -> list[str]:
-        return [*self.on.values(), *(t for t in (self.next, self.fallback) if t)]
+        return [*self.on.values(), *(t for t in (self.next, self.fallback, self.timeout_goto) if t)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +135,8 @@ def _node(name: str, spec: dict[str, Any]) -> Node:
         end=spec.get("end"),
         public=bool(spec.get("public", False)),
         params={key: str(spec[key]) for key in NODE_PARAMS if key in spec},
+        timeout_hours=float(timeout["after_hours"]) if (timeout := spec.get("timeout")) else None,
+        timeout_goto=str(timeout["goto"]) if timeout else None,
     )
 
 

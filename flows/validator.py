@@ -215,6 +215,9 @@ class _FlowChecks:
             for key in ("next", "fallback"):
                 if key in spec:
                     yield ("nodes", name, key), spec[key]
+            timeout = spec.get("timeout")
+            if isinstance(timeout, dict) and "goto" in timeout:
+                yield ("nodes", name, "timeout", "goto"), timeout["goto"]
 
     def unknown_targets(self) -> Iterator[FlowProblem]:
         for path, target in self.references():
@@ -239,7 +242,8 @@ class _FlowChecks:
         reached = set(queue)
         while queue:
             spec = self.nodes[queue.popleft()]
-            targets = [*_mapping(spec.get("on")).values(), spec.get("next"), spec.get("fallback")]
+            timeout = spec.get("timeout") if isinstance(spec.get("timeout"), dict) else {}
+            targets = [*_mapping(spec.get("on")).values(), spec.get("next"), spec.get("fallback"), timeout.get("goto")]
             for target in targets:
                 if isinstance(target, str) and target in self.nodes and target not in reached:
                     reached.add(target)

@@ -206,3 +206,15 @@ def test_the_same_input_gives_the_same_turn(engine):
     first, _ = say(engine, fresh(verified=True), "en cuotas")
     second, _ = say(engine, fresh(verified=True), "en cuotas")
     assert first == second
+
+
+def test_coming_back_after_the_nodes_timeout_starts_again_at_its_goto(engine):
+    turn, _keys = say(engine, fresh(verified=True), "en cuotas")
+    assert turn.state.node == "plan_wait"
+    later = datetime(2026, 11, 28, 15, 0, tzinfo=UTC)  # 72 h later: the 48 h offer is stale
+    stale = engine.handle(turn.state, InboundMessage("sms", "+56961234567", "acepto"), facts(), lambda: later)
+    assert [reply.template_key for reply in stale.replies] == ["greeting_balance"]
+    assert not any(isinstance(command, commands.CreatePlan) for command in stale.commands)
+    soon = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)
+    fresh_turn = engine.handle(turn.state, InboundMessage("sms", "+56961234567", "acepto"), facts(), lambda: soon)
+    assert [reply.template_key for reply in fresh_turn.replies] == ["plan_created"]

@@ -233,3 +233,13 @@ def test_the_schema_is_valid_and_its_enums_follow_the_model():
     assert slot["entity"]["enum"] == list(SLOT_ENTITIES)
     assert slot["default"]["enum"] == list(SLOT_DEFAULTS)
     assert schema["properties"]["globals"]["propertyNames"]["enum"] == [intent.value for intent in Intent]
+
+
+def test_timeout_goto_must_name_a_node():
+    text = (Path(__file__).parent.parent / "data" / "flows" / "valid.yaml").read_text()
+    broken = text.replace("nodes:\n", "nodes:\n", 1)
+    first_node = broken.index("\n  ", broken.index("nodes:\n"))
+    line_end = broken.index("\n", first_node + 1)
+    broken = broken[: line_end + 1] + "    timeout: {after_hours: 24, goto: nowhere}\n" + broken[line_end + 1 :]
+    problems = validate_flow_text(broken)
+    assert any(p.path.endswith("timeout.goto") and "unknown node 'nowhere'" in p.message for p in problems)
