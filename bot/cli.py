@@ -193,12 +193,14 @@ def users_create(email: str, role: str, name: str, password: str) -> None:
 
 def _register_subcommands() -> None:
     from bot.cli_chat import chat_command
+    from bot.cli_email import email_group
     from bot.cli_flows import flows_group
     from bot.cli_import import import_group
     from bot.cli_knowledge import knowledge_group
     from bot.cli_nlu import nlu_group
 
     main.add_command(chat_command)
+    main.add_command(email_group)
     main.add_command(knowledge_group)
     main.add_command(import_group)
     main.add_command(flows_group)

@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     smtp_url: str | None = Field(None, validation_alias=_env("COBRABOT_SMTP_URL"))
     email_from: str | None = Field(None, validation_alias=_env("COBRABOT_EMAIL_FROM"))
     email_webhook_secret: str | None = Field(None, validation_alias=_env("COBRABOT_EMAIL_WEBHOOK_SECRET"))
+    imap_url: str | None = Field(None, validation_alias=_env("COBRABOT_IMAP_URL"))
 
     openai_api_key: str | None = Field(None, validation_alias=_env("OPENAI_API_KEY"))
     llm_model: str = Field("gpt-4o-mini", validation_alias=_env("COBRABOT_LLM_MODEL"))
@@ -97,6 +98,13 @@ class Settings(BaseSettings):
         if parsed.scheme not in {"http", "https"} or not parsed.netloc:
             raise ValueError("must be an absolute http:// or https:// URL")
         return value.rstrip("/")
+
+    @field_validator("imap_url")
+    @classmethod
+    def _imap_url(cls, value: str | None) -> str | None:
+        if value and urlparse(value).scheme not in {"imap", "imaps"}:
+            raise ValueError("must be an imap:// or imaps:// URL, e.g. imaps://user:pass@imap.example.com")
+        return value or None
 
     @field_validator("knowledge_dir")
     @classmethod

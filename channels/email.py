@@ -1,15 +1,14 @@
-"""Email adapter: raw MIME messages in through POST /webhooks/email (shared-secret header), out through any SMTP
-server with the standard library.
+"""Email adapter: raw MIME messages in through POST /webhooks/email (shared-secret header) or the IMAP poller
+(bot/email_poll.py), out through any SMTP server with the standard library as plain text plus a safe HTML part.
 
 Auto-replies are acknowledged and dropped so the bot never talks to an autoresponder; bounces (RFC 3464 delivery
-reports) become delivery statuses of the message they bounce.
+reports) become delivery statuses of the message they bounce. Reminders carry RFC 8058 one-click unsubscribe.
 """
 
 from __future__ import annotations
 
 import email
 import hmac
-import ipaddress
 import logging
 import re
 import smtplib
@@ -21,7 +20,6 @@ from email.message import EmailMessage, Message
 from email.parser import HeaderParser
 from email.policy import default as default_policy
 from email.utils import formatdate, make_msgid, parseaddr
-from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import unquote, urlparse
 
@@ -40,13 +38,18 @@ from bot.domain import (
     TransientError,
     WebhookRequest,
 )
+from bot.email_poll import may_send_credentials
 from bot.ports import render_buttons
+from channels.email_text import body_text, opening, part_text, raw_header_text, text_to_html, windows_1252_controls
 
 logger = logging.getLogger(__name__)
 
 SECRET_HEADER = "X-Cobrabot-Email-Secret"
 DEFAULT_TIMEOUT_SECONDS = 20.0
 SUBJECT_LENGTH = 60
+MAX_REFERENCES = 20  # mail clients thread on the last few; a long history must not grow the header without end
+# The subject of our List-Unsubscribe mailto: an email with exactly this subject is read as the keyword.
+UNSUBSCRIBE_SUBJECT = "unsubscribe"
 AUTO_REPLY_SUBJECTS = (
     "out of office",
     "automatic reply",
@@ -58,13 +61,6 @@ AUTO_REPLY_SUBJECTS = (
 )
 MESSAGE_ID = re.compile(r"<([^<>\s]+)>")
 ENHANCED_STATUS = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
-# "On Mon, 23 Nov 2026, Cobrabot <...> wrote:" / "El lun, 23 nov 2026, Cobrabot <...> escribió:"
-ATTRIBUTION = re.compile(r"^(on|el)\s.*\s(wrote|escribió|escribio):$", re.IGNORECASE)
-# Outlook and forwards quote the history without ">" below one of these lines.
-HISTORY_SEPARATOR = re.compile(
-    r"^(-{2,}\s*(original message|mensaje original|forwarded message|mensaje reenviado)\s*-{2,}|_{10,})$",
-    re.IGNORECASE,
-)
 
 
 class EmailChannel:
@@ -87,15 +83,23 @@ class EmailChannel:
         self.sender_address = parseaddr(settings.email_from)[1]
         if "@" not in self.sender_address:
             raise ValueError("COBRABOT_EMAIL_FROM must contain an email address")
+        self.public_url = settings.public_url
         self.timeout = timeout
         self.tls_context = tls_context
         self._secret = settings.email_webhook_secret
+        # Mail to the sender address reaches the bot only through the webhook or the IMAP poller; without either a
+        # mailto unsubscribe would be a promise nobody keeps.
+        self.reads_mail = bool(self._secret or settings.imap_url)
 
     def parse(self, request: WebhookRequest) -> Parsed:
         self._verify(request.headers)
-        if not request.body.strip():
+        return self.parse_raw(request.body)
+
+    def parse_raw(self, raw: bytes) -> Parsed:
+        """One raw RFC 5322 message (from the webhook after its secret check, or from the IMAP poller)."""
+        if not raw.strip():
             raise BadPayload("empty email body")
-        message = email.message_from_bytes(request.body, policy=default_policy)
+        message = email.message_from_bytes(raw, policy=default_policy)
         if _is_delivery_report(message):
             return _delivery_report(message)
         if _is_auto_reply(message):
@@ -127,22 +131,28 @@ class EmailChannel:
         outgoing["Subject"] = _subject(message)
         outgoing["Date"] = formatdate(usegmt=True)
         outgoing["Message-ID"] = make_msgid(domain=self.sender_address.rsplit("@", 1)[1])
-        in_reply_to = message.metadata.get("in_reply_to")
-        if in_reply_to:
-            # Threads the answer under the debtor's email in their mail client.
-            outgoing["In-Reply-To"] = outgoing["References"] = f"<{_bare_id(str(in_reply_to))}>"
-        outgoing["List-Unsubscribe"] = self._unsubscribe(message.metadata.get("unsubscribe_url"))
+        _thread(outgoing, message.metadata)
+        self._unsubscribe(outgoing, message.metadata.get("unsubscribe_url"))
         if message.metadata.get("initiated_by") == "bot":
             # RFC 3834: tells the debtor's autoresponder not to answer a reminder.
             outgoing["Auto-Submitted"] = "auto-generated"
-        outgoing.set_content(render_buttons(message))
+        text = render_buttons(message)
+        outgoing.set_content(text)
+        locale = message.metadata.get("locale")
+        html = text_to_html(text, link_prefix=self.public_url, locale=locale if isinstance(locale, str) else None)
+        outgoing.add_alternative(html, subtype="html")
         return outgoing
 
-    def _unsubscribe(self, url: object) -> str:
-        targets = [f"<mailto:{self.sender_address}?subject=unsubscribe>"]
-        if isinstance(url, str) and url.startswith(("https://", "http://")):
+    def _unsubscribe(self, outgoing: EmailMessage, url: object) -> None:
+        """RFC 2369 List-Unsubscribe, and RFC 8058 one-click (which only an https URL may offer)."""
+        targets = [f"<mailto:{self.sender_address}?subject={UNSUBSCRIBE_SUBJECT}>"] if self.reads_mail else []
+        one_click = isinstance(url, str) and url.startswith("https://") and not any(c in url for c in "<>, \t")
+        if one_click:
             targets.append(f"<{url}>")
-        return ", ".join(targets)
+        if targets:
+            outgoing["List-Unsubscribe"] = ", ".join(targets)
+        if one_click:
+            outgoing["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
 
     def _deliver(self, outgoing: EmailMessage) -> None:
         try:
@@ -190,6 +200,20 @@ class EmailChannel:
         return smtp
 
 
+def _thread(outgoing: EmailMessage, metadata: Mapping[str, Any]) -> None:
+    """In-Reply-To and References (RFC 5322 3.6.4): the answer sits under the debtor's email in their client."""
+    parent = _bare_id(str(metadata.get("in_reply_to") or ""))
+    references = metadata.get("references") or ()
+    if isinstance(references, str):
+        references = MESSAGE_ID.findall(references) or references.split()
+    if parent:
+        outgoing["In-Reply-To"] = f"<{parent}>"
+    chain = [id_ for id_ in dict.fromkeys([*(_bare_id(str(ref)) for ref in references), parent]) if id_]
+    chain = chain[-MAX_REFERENCES:]
+    if chain:
+        outgoing["References"] = " ".join(f"<{reference}>" for reference in chain)
+
+
 @dataclass(frozen=True, slots=True)
 class SmtpServer:
     """Where and how to submit mail, from COBRABOT_SMTP_URL (smtp:// uses STARTTLS when offered, smtps:// TLS)."""
@@ -219,17 +243,6 @@ class SmtpServer:
         )
 
 
-def may_send_credentials(host: str, encrypted: bool) -> bool:
-    """Credentials go over TLS, or in clear only to this machine (a local relay); a stripped STARTTLS must not
-    hand the SMTP password to whoever sits on the path."""
-    if encrypted or host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _quit_quietly(smtp: smtplib.SMTP) -> None:
     # Once DATA is accepted the message is the server's: a failing QUIT must not turn it into a retry (a duplicate).
     try:
@@ -256,16 +269,8 @@ def _response_error(code: int, reply: bytes | str) -> TransientError | Permanent
 
 
 def _subject(message: OutboundMessage) -> str:
-    subject = str(message.metadata.get("subject") or "").strip() or _opening(message.text)
+    subject = str(message.metadata.get("subject") or "").strip() or opening(message.text, SUBJECT_LENGTH)
     return " ".join(subject.split())  # header values must not carry line breaks
-
-
-def _opening(text: str) -> str:
-    first_line = next((line.strip() for line in text.splitlines() if line.strip()), "")
-    if len(first_line) <= SUBJECT_LENGTH:
-        return first_line
-    # One character more than fits: when it is a space the last word is whole and stays.
-    return first_line[: SUBJECT_LENGTH + 1].rsplit(" ", 1)[0].rstrip(" ,.;:") + "…"
 
 
 def _header(message: Message, name: str) -> str:
@@ -273,7 +278,12 @@ def _header(message: Message, name: str) -> str:
         value = message.get(name)
     except (errors.HeaderParseError, IndexError, ValueError, TypeError):
         raise BadPayload(f"unreadable {name} header") from None
-    return str(value).strip() if value is not None else ""
+    if value is None:
+        return ""
+    text = windows_1252_controls(str(value))  # an encoded word labelled ISO-8859-1 can carry windows-1252
+    if "\ufffd" in text:  # raw 8-bit bytes that are not UTF-8: read them as the sender's client wrote them
+        text = raw_header_text(message, name) or text
+    return text.strip()
 
 
 def _bare_id(value: str) -> str:
@@ -292,36 +302,21 @@ def _inbound(message: EmailMessage) -> InboundMessage:
     message_id = _message_id(message)
     if not message_id:
         raise BadPayload("the email has no Message-ID")
+    subject = _header(message, "Subject")
     metadata: dict[str, Any] = {
-        "subject": _header(message, "Subject"),
+        "subject": subject,
         "in_reply_to": _bare_id(_header(message, "In-Reply-To")) or None,
         "attachments": _attachments(message.walk()),
     }
+    # Our List-Unsubscribe mailto: whatever the client puts in the body, the request is the keyword.
+    unsubscribe = subject.casefold() == UNSUBSCRIBE_SUBJECT
     return InboundMessage(
         channel=ChannelName.EMAIL.value,
         sender=sender,
-        text=_body_text(message),
+        text=UNSUBSCRIBE_SUBJECT if unsubscribe else body_text(message),
         provider_message_id=message_id,
         metadata=metadata,
     )
-
-
-def _body_text(message: EmailMessage) -> str:
-    plain = message.get_body(preferencelist=("plain",))
-    if plain is not None:
-        return reply_text(_content(plain))
-    html = message.get_body(preferencelist=("html",))
-    if html is not None:
-        return reply_text(html_to_text(_content(html)))
-    return ""
-
-
-def _content(part: EmailMessage) -> str:
-    try:
-        return str(part.get_content())
-    except (LookupError, ValueError):  # unknown or lying charset: keep what can be read
-        payload = part.get_payload(decode=True)
-        return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
 
 
 def _attachments(parts: Iterable[Message]) -> list[dict[str, Any]]:
@@ -335,78 +330,6 @@ def _attachments(parts: Iterable[Message]) -> list[dict[str, Any]]:
         size = len(payload) if isinstance(payload, bytes) else 0
         found.append({"filename": filename, "content_type": part.get_content_type(), "size": size})
     return found
-
-
-def reply_text(text: str) -> str:
-    """The sender's own words: quoted lines, the history below an attribution line and the signature are dropped."""
-    lines = [line.rstrip() for line in text.replace("\r\n", "\n").split("\n")]
-    kept: list[str] = []
-    index = 0
-    while index < len(lines):
-        line = lines[index]
-        if line == "--" or HISTORY_SEPARATOR.match(line.strip()):
-            break
-        attribution = _attribution_lines(lines, index)
-        if attribution:
-            index += attribution
-            if not _quoted_next(lines, index):
-                break  # the history follows unquoted: nothing below is the sender's
-            continue  # quoted history: answers written between the quotes are kept
-        if not line.lstrip().startswith(">"):
-            kept.append(line)
-        index += 1
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(kept)).strip()
-
-
-def _attribution_lines(lines: list[str], index: int) -> int:
-    """1 or 2 when an "On ... wrote:" line (mail clients wrap long ones) starts at index, else 0."""
-    first = lines[index].strip()
-    if ATTRIBUTION.match(first):
-        return 1
-    if index + 1 < len(lines) and ATTRIBUTION.match(f"{first} {lines[index + 1].strip()}"):
-        return 2
-    return 0
-
-
-def _quoted_next(lines: list[str], index: int) -> bool:
-    following = next((line for line in lines[index:] if line.strip()), "")
-    return following.lstrip().startswith(">")
-
-
-class _HtmlText(HTMLParser):
-    """Visible text of an HTML mail, one line per block; quoted replies (<blockquote>) and styles are skipped."""
-
-    SKIP = frozenset({"blockquote", "head", "script", "style", "template", "title"})
-    BLOCKS = frozenset({"br", "div", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "li", "p", "table", "tr"})
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.chunks: list[str] = []
-        self.skipping = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in self.SKIP:
-            self.skipping += 1
-        elif tag in self.BLOCKS and not self.skipping:
-            self.chunks.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self.SKIP and self.skipping:
-            self.skipping -= 1
-        elif tag in self.BLOCKS and not self.skipping:
-            self.chunks.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self.skipping:
-            self.chunks.append(re.sub(r"\s+", " ", data))
-
-
-def html_to_text(html: str) -> str:
-    parser = _HtmlText()
-    parser.feed(html)
-    parser.close()
-    lines = (line.strip() for line in "".join(parser.chunks).split("\n"))
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
 def _is_auto_reply(message: Message) -> bool:
@@ -471,6 +394,6 @@ def _original_message_id(message: Message) -> str:
             if isinstance(payload, list) and payload:
                 return _message_id(payload[0])
         elif content_type in {"text/rfc822-headers", "message/rfc822-headers"}:
-            headers = HeaderParser(policy=default_policy).parsestr(_content(part))
+            headers = HeaderParser(policy=default_policy).parsestr(part_text(part))
             return _message_id(headers)
     return ""

@@ -8,7 +8,7 @@ import ssl
 import subprocess
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default as default_policy
@@ -31,12 +31,16 @@ from bot.domain import (
     TransientError,
     WebhookRequest,
 )
+from bot.email_poll import may_send_credentials
 from bot.ports import Channel
-from channels.email import SECRET_HEADER, EmailChannel, SmtpServer, may_send_credentials, reply_text
+from channels.email import SECRET_HEADER, EmailChannel, SmtpServer
+from channels.email_text import reply_text, text_to_html
 
 DATA = Path(__file__).parents[1] / "data" / "email"
 SECRET = "inbound-email-secret"
 FROM = "Cobranzas Aguas del Valle <cobros@cobrabot.example>"
+PUBLIC_URL = "https://cobrabot.example"
+P = '<p style="margin: 0 0 1em 0">'  # how the HTML part opens a paragraph
 LOGIN, PASSWORD = "cobros", "s3cret/pass"
 CREDENTIALS = f"{LOGIN}:s3cret%2Fpass@"  # the password percent-encoded, as it must be in the URL
 
@@ -138,7 +142,10 @@ def server_tls(certificate: tuple[Path, Path]) -> ssl.SSLContext:
 
 def settings_for(port: int, *, scheme: str = "smtp", credentials: str = "", secret: str | None = SECRET) -> Settings:
     return load_settings(
-        smtp_url=f"{scheme}://{credentials}127.0.0.1:{port}", email_from=FROM, email_webhook_secret=secret
+        smtp_url=f"{scheme}://{credentials}127.0.0.1:{port}",
+        email_from=FROM,
+        email_webhook_secret=secret,
+        public_url=PUBLIC_URL,
     )
 
 
@@ -218,9 +225,21 @@ def test_credentials_travel_in_clear_only_to_this_machine(host: str, encrypted: 
 # --- sending ------------------------------------------------------------------------------------------------------
 
 
-def test_sends_a_bot_reminder_with_unsubscribe_and_auto_submitted(smtp_servers: Any, mailbox: Mailbox) -> None:
+def parts(sent: EmailMessage) -> tuple[str, str]:
+    """The plain and HTML alternatives of a sent email, asserting the multipart/alternative shape."""
+    assert sent.get_content_type() == "multipart/alternative"
+    plain, html = sent.iter_parts()
+    assert (plain.get_content_type(), html.get_content_type()) == ("text/plain", "text/html")
+    assert plain.get_content_charset() == html.get_content_charset() == "utf-8"
+    assert isinstance(plain, EmailMessage) and isinstance(html, EmailMessage)
+    return plain.get_content(), html.get_content()
+
+
+def test_sends_a_bot_reminder_with_one_click_unsubscribe_and_auto_submitted(
+    smtp_servers: Any, mailbox: Mailbox
+) -> None:
     server = smtp_servers()
-    url = "https://cobrabot.example/p/token/unsubscribe"
+    url = f"{PUBLIC_URL}/u/signed-token"
     message = reminder(subject="Su cuenta con Aguas del Valle", initiated_by="bot", unsubscribe_url=url)
 
     result = channel_for(server.port).send(message)
@@ -236,9 +255,12 @@ def test_sends_a_bot_reminder_with_unsubscribe_and_auto_submitted(smtp_servers: 
     assert result.provider_message_id.endswith("@cobrabot.example")
     assert result.status == "sent"
     assert sent["List-Unsubscribe"] == f"<mailto:cobros@cobrabot.example?subject=unsubscribe>, <{url}>"
+    assert sent["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"  # RFC 8058
     assert sent["Auto-Submitted"] == "auto-generated"
     assert sent["Date"] is not None
-    assert sent.get_content().strip() == message.text
+    plain, html = parts(sent)
+    assert plain.strip() == message.text
+    assert "<p" in html and "Ana María" in html and "$45.990" in html
 
 
 def test_a_reply_threads_under_the_debtors_email_without_auto_submitted(smtp_servers: Any, mailbox: Mailbox) -> None:
@@ -250,9 +272,72 @@ def test_a_reply_threads_under_the_debtors_email_without_auto_submitted(smtp_ser
     sent = mailbox.received[0].message
     assert sent["Auto-Submitted"] is None
     assert sent["In-Reply-To"] == sent["References"] == "<CAF+reply.0001@mail.example.cl>"
+    # No unsubscribe URL: only the mailto, and no one-click promise.
     assert sent["List-Unsubscribe"] == "<mailto:cobros@cobrabot.example?subject=unsubscribe>"
+    assert sent["List-Unsubscribe-Post"] is None
     # No subject given: the first words of the text, cut at a word boundary.
     assert sent["Subject"] == "Hola Ana María, su saldo con Aguas del Valle es de $45.990 y…"
+
+
+@pytest.mark.parametrize(
+    "references",
+    [["<first.1@cobrabot.example>", "second.2@example.cl"], "<first.1@cobrabot.example> <second.2@example.cl>"],
+)
+def test_references_carry_the_thread_and_end_with_the_parent(
+    smtp_servers: Any, mailbox: Mailbox, references: list[str] | str
+) -> None:
+    server = smtp_servers()
+    message = reminder(in_reply_to="third.3@example.cl", references=references)
+
+    channel_for(server.port).send(message)
+
+    sent = mailbox.received[0].message
+    assert sent["In-Reply-To"] == "<third.3@example.cl>"
+    # Long enough to be folded onto the next line, hence split().
+    assert sent["References"].split() == ["<first.1@cobrabot.example>", "<second.2@example.cl>", "<third.3@example.cl>"]
+
+
+def test_no_list_unsubscribe_when_nothing_would_honour_it(smtp_servers: Any, mailbox: Mailbox) -> None:
+    """Without inbound email (no webhook secret, no IMAP) nobody reads the mailto; an http:// URL cannot be
+    one-click (RFC 8058 wants https). Promising either would be a lie."""
+    server = smtp_servers()
+
+    channel_for(server.port, secret=None).send(reminder(unsubscribe_url="http://cobrabot.example/u/token"))
+
+    sent = mailbox.received[0].message
+    assert sent["List-Unsubscribe"] is None
+    assert sent["List-Unsubscribe-Post"] is None
+
+
+def test_one_click_only_without_mailto_when_inbound_email_is_off(smtp_servers: Any, mailbox: Mailbox) -> None:
+    server = smtp_servers()
+    url = f"{PUBLIC_URL}/u/token"
+
+    channel_for(server.port, secret=None).send(reminder(unsubscribe_url=url))
+
+    sent = mailbox.received[0].message
+    assert sent["List-Unsubscribe"] == f"<{url}>"
+    assert sent["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+def test_the_html_part_escapes_what_the_text_carries(smtp_servers: Any, mailbox: Mailbox) -> None:
+    server = smtp_servers()
+    text = (
+        "Hola <script>alert('x')</script> & \"amigos\",\nsu saldo es $45.990.\n\n"
+        f"Pague aquí: {PUBLIC_URL}/l/AB12CD.\nNo haga clic en https://cobrabot.example.evil.com/p/x"
+    )
+    message = OutboundMessage(channel="email", recipient="ana@example.cl", text=text, metadata={"locale": "es-CL"})
+
+    channel_for(server.port).send(message)
+
+    plain, html = parts(mailbox.received[0].message)
+    assert plain.strip() == text
+    assert "<script" not in html
+    assert "Hola &lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; &quot;amigos&quot;,<br>" in html
+    assert f'<a href="{PUBLIC_URL}/l/AB12CD">{PUBLIC_URL}/l/AB12CD</a>.' in html
+    assert "https://cobrabot.example.evil.com/p/x</p>" in html and html.count("<a ") == 1
+    assert '<html lang="es-CL">' in html
+    assert "<img" not in html and "src=" not in html
 
 
 def test_buttons_degrade_to_numbered_lines(smtp_servers: Any, mailbox: Mailbox) -> None:
@@ -262,8 +347,25 @@ def test_buttons_degrade_to_numbered_lines(smtp_servers: Any, mailbox: Mailbox) 
 
     channel_for(server.port).send(message)
 
-    body = mailbox.received[0].message.get_content()
-    assert body.strip() == "¿Cómo quiere pagar?\n\n1. Pagar ahora\n2. Plan de pagos"
+    plain, html = parts(mailbox.received[0].message)
+    assert plain.strip() == "¿Cómo quiere pagar?\n\n1. Pagar ahora\n2. Plan de pagos"
+    assert '<p style="margin: 0 0 1em 0">1. Pagar ahora<br>\n2. Plan de pagos</p>' in html
+
+
+@pytest.mark.parametrize(
+    ("text", "body"),
+    [
+        ("Uno\n\n\n  \nDos\r\nTres", f"{P}Uno</p>\n{P}Dos<br>\nTres</p>"),
+        (f"({PUBLIC_URL}/p/t?x=1&y=2)", f'(<a href="{PUBLIC_URL}/p/t?x=1&amp;y=2">{PUBLIC_URL}/p/t?x=1&amp;y=2</a>)'),
+        (f'{PUBLIC_URL}/p/"onmouseover="x', f'<a href="{PUBLIC_URL}/p/">{PUBLIC_URL}/p/</a>&quot;onmouseover=&quot;x'),
+        ("http://cobrabot.example/p/t", "http://cobrabot.example/p/t"),
+        (f"{PUBLIC_URL}@evil.example/", f"{PUBLIC_URL}@evil.example/"),
+    ],
+)  # fmt: skip
+def test_text_to_html_links_only_our_own_urls(text: str, body: str) -> None:
+    html = text_to_html(text, link_prefix=PUBLIC_URL, locale="<en>")
+    assert body in html
+    assert "<html>" in html  # a locale that is no language tag is left out, not escaped into the tag
 
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
@@ -489,6 +591,61 @@ def test_attachments_are_listed_not_kept() -> None:
         {"filename": "transferencia año.jpg", "content_type": "image/jpeg", "size": 500},
     ]
     assert "%PDF" not in repr(message)
+
+
+def test_iso_8859_1_label_with_windows_1252_bytes_reads_as_outlook_meant_it() -> None:
+    [message] = parse("reply_latin1_outlook.eml").messages
+
+    assert message.sender == "jose.munoz@example.cl"
+    # =93 =94 =80 are "“", "”" and "€" in windows-1252; read as ISO-8859-1 they would be control characters.
+    assert message.text == "Pagaré el miércoles; el monto “$45.990” ya incluye los 3 € de comisión?"
+    assert message.metadata["subject"] == "RE: Su cuenta con Aguas del Valle – año 2026"
+
+
+def test_windows_1252_8bit_body_and_encoded_word_subject() -> None:
+    [message] = parse("reply_windows1252.eml").messages
+
+    assert message.text == "¿Cuánto debo en total? Puedo pagar 10.000 € — mañana."
+    assert message.metadata["subject"] == "Re: “Su cuenta” – ¿cuánto es?"
+
+
+@pytest.mark.parametrize(
+    ("subject", "content_type", "body", "expected_subject", "expected_text"),
+    [
+        # Raw 8-bit Latin-1 in a header (no encoded word) and an HTML body labelled ISO-8859-1.
+        (b"Re: Pagar\xe9 ma\xf1ana", b"text/html; charset=ISO-8859-1", b"<p>Pagar\xe9 ma\xf1ana \x80 100</p>",
+         "Re: Pagaré mañana", "Pagaré mañana € 100"),
+        # UTF-8 bytes under a us-ascii label (or none at all): read as the UTF-8 they are.
+        (b"Re: Pagar\xc3\xa9", b"text/plain; charset=us-ascii", "Pagaré mañana".encode(), "Re: Pagaré",
+         "Pagaré mañana"),
+        (b"Re: cuenta", b"text/plain", "Pagaré".encode("cp1252"), "Re: cuenta", "Pagaré"),
+        # A charset nobody knows: what is readable stays.
+        (b"Re: cuenta", b"text/plain; charset=x-unknown-42", b"Pago hoy", "Re: cuenta", "Pago hoy"),
+    ],
+)  # fmt: skip
+def test_mislabelled_and_8bit_charsets_are_read_like_mail_clients_read_them(
+    subject: bytes, content_type: bytes, body: bytes, expected_subject: str, expected_text: str
+) -> None:
+    raw = (b"From: Ana <ana@example.cl>\r\nSubject: " + subject + b"\r\nMessage-ID: <cs.1@example.cl>\r\n"
+           b"Content-Type: " + content_type + b"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" + body)  # fmt: skip
+
+    [message] = receiver().parse(webhook(raw)).messages
+
+    assert (message.metadata["subject"], message.text) == (expected_subject, expected_text)
+
+
+def test_parse_raw_reads_the_same_message_without_the_webhook_secret() -> None:
+    """The IMAP poller's path: no HTTP request, no secret header, the same parsing."""
+    raw = fixture_bytes("reply_plain.eml")
+    [polled] = receiver(secret=None).parse_raw(raw).messages
+    [posted] = receiver().parse(webhook(raw)).messages
+    assert polled == replace(posted, received_at=polled.received_at)
+
+
+def test_an_email_to_our_unsubscribe_mailto_is_the_unsubscribe_keyword() -> None:
+    raw = plain_email(subject="unsubscribe").replace(b"Pago el viernes.", b"This message was sent by Gmail.")
+    [message] = receiver().parse(webhook(raw)).messages
+    assert message.text == "unsubscribe"
 
 
 def plain_email(*headers: str, subject: str = "Re: Su cuenta") -> bytes:
