@@ -7,9 +7,10 @@ import logging
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
+import admin
 from bot.config import Settings, load_settings
 from bot.services import Services, bootstrap
-from bot.web import api, ops, portal, unsubscribe, webhooks
+from bot.web import api, ops, payments, portal, unsubscribe, webhooks
 from bot.web.errors import json_error
 from channels import build_registry
 
@@ -33,6 +34,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_blueprint(portal.blueprint)
     app.register_blueprint(webhooks.blueprint)
     app.register_blueprint(unsubscribe.blueprint)
+    app.register_blueprint(payments.blueprint)
+    admin.register(app)
     app.register_blueprint(api.blueprint, url_prefix="/api/v1")
     ops.install_request_metrics(app, services)
     app.register_error_handler(HTTPException, _http_error)
