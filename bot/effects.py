@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import singledispatchmethod
@@ -21,10 +20,10 @@ from bot.models import (
     Debtor,
     Installment,
     Invoice,
-    PaymentLink,
     PaymentPlan,
     PromiseToPay,
 )
+from bot.payments.links import create_link
 from bot.portal import PortalTokens
 
 # How soon a person must pick up each kind of case.
@@ -76,22 +75,17 @@ class Effects:
     @apply.register
     def _(self, command: commands.SendPaymentLink) -> None:
         installment_id = self._installment_id(command.installment_seq)
-        token, _ = self.portal.issue(self.debtor.id, PAYMENT_LINK_LIFETIME, now=self.now)
-        link = PaymentLink(
-            debtor_id=self.debtor.id,
-            token=token,
-            short_code=secrets.token_urlsafe(6),
-            provider="portal",
-            purpose="installment" if installment_id else "invoice",
+        link = create_link(
+            self.session,
+            self.portal,
+            self.debtor,
+            command.amount,
+            "installment" if installment_id else "settlement",
+            now=self.now,
             installment_id=installment_id,
-            amount_minor=command.amount.minor,
-            currency=command.amount.currency,
-            expires_at=self.now + PAYMENT_LINK_LIFETIME,
+            lifetime=PAYMENT_LINK_LIFETIME,
         )
-        link.url = f"{self.portal.public_url}/l/{link.short_code}"
-        self.session.add(link)
         self.outputs["link"] = link.url
-        self._audit("payment_link.sent", link, amount_minor=link.amount_minor, currency=link.currency)
 
     @apply.register
     def _(self, command: commands.CreatePlan) -> None:

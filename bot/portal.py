@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime, timedelta
 
 from itsdangerous import BadSignature, URLSafeSerializer
@@ -24,7 +25,8 @@ class PortalTokens:
 
     def issue(self, debtor_id: int, valid_for: timedelta, now: datetime | None = None) -> tuple[str, datetime]:
         expires_at = (now or utcnow()) + valid_for
-        token = self._serializer.dumps({"d": debtor_id, "e": int(expires_at.timestamp())})
+        # The nonce makes every token unique: two links issued in the same second must not collide.
+        token = self._serializer.dumps({"d": debtor_id, "e": int(expires_at.timestamp()), "n": secrets.token_hex(4)})
         return token, expires_at.replace(microsecond=0)
 
     def verify(self, token: str, now: datetime | None = None) -> int:
