@@ -36,24 +36,28 @@ LAST_NAMES = ("González", "Muñoz", "Rojas", "Díaz", "Pérez", "Soto", "Contre
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=100_000, help="CSV rows (invoices) to generate")
-    parser.add_argument("--database-url", default="", help="default: a SQLite file in a temp directory")
+    parser.add_argument("--database-url", default="", help="an empty database; default: a temporary SQLite file")
     parser.add_argument("--batch-size", type=int, default=1000, help="debtors per transaction")
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="cobrabench-import-"))
-    url = load_settings(database_url=args.database_url or f"sqlite:///{workdir / 'bench.db'}").database_url
+    with tempfile.TemporaryDirectory(prefix="cobrabench-import-") as workdir:
+        bench(Path(workdir), args.rows, args.database_url, args.batch_size)
+
+
+def bench(workdir: Path, rows: int, database_url: str, batch_size: int) -> None:
+    url = load_settings(database_url=database_url or f"sqlite:///{workdir / 'bench.db'}").database_url
     csv_path = workdir / "debtors.csv"
-    debtors = write_csv(csv_path, args.rows)
+    debtors = write_csv(csv_path, rows)
     print(f"database  {url.split('@')[-1]}")
-    print(f"csv       {args.rows} rows, {debtors} debtors, {csv_path.stat().st_size / 2**20:.1f} MiB")
+    print(f"csv       {rows} rows, {debtors} debtors, {csv_path.stat().st_size / 2**20:.1f} MiB")
 
     upgrade(url)
     database = Database(url)
     try:
         prepare_creditor(database)
-        first = run(database, csv_path, args.batch_size, "first import")
-        second = run(database, csv_path, args.batch_size, "re-import")
-        check(database, first, second, debtors, args.rows)
+        first = run(database, csv_path, batch_size, "first import")
+        second = run(database, csv_path, batch_size, "re-import")
+        check(database, first, second, debtors, rows)
     finally:
         database.dispose()
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB

@@ -34,10 +34,28 @@ def promise_maintenance(services: Services) -> dict[str, int]:
     return counts
 
 
+def plan_reminders_job(services: Services) -> dict[str, int]:
+    """Re-score every creditor's debtors (the segment picks the cadence), then plan and queue due reminders."""
+    from sqlalchemy import select
+
+    from bot.campaigns import plan_reminders
+    from bot.models import Creditor
+    from bot.risk import score_debtors
+
+    now = services.clock()
+    with services.database.unit_of_work() as uow:
+        for creditor_id in uow.session.scalars(select(Creditor.id)).all():
+            score_debtors(uow.session, creditor_id, now)
+        report = plan_reminders(uow.session, now)
+        uow.commit()
+    return report.as_dict()
+
+
 # name -> (function, interval in seconds). The scheduler fires each; the worker registers each as a task.
 JOBS: dict[str, tuple[Callable[[Services], dict[str, int]], int]] = {
     "dispatch_outbox": (dispatch_outbox, 5),
     "promise_maintenance": (promise_maintenance, 15 * 60),
+    "plan_reminders": (plan_reminders_job, 300),
 }
 
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import date
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 import yaml
 from jinja2 import StrictUndefined
+from jinja2 import Template as JinjaTemplate
 from jinja2 import TemplateError as JinjaTemplateError
 from jinja2.sandbox import SandboxedEnvironment
 from sqlalchemy import select
@@ -60,13 +61,19 @@ class TemplateRenderer:
         return defaults.get(channel) or defaults.get("default") or defaults[ANY_CHANNEL]
 
     def render(self, key: str, locale: str, channel: str, variables: Mapping[str, Any]) -> str:
-        environment = _environment(locale)
         try:
-            return environment.from_string(self.source(key, locale, channel)).render(**variables).strip()
+            return _compiled(self.source(key, locale, channel), locale).render(**variables).strip()
         except JinjaTemplateError as exc:
             raise TemplateError(f"template {key!r} ({locale}/{channel}): {exc}") from exc
 
 
+@lru_cache(maxsize=2048)
+def _compiled(source: str, locale: str) -> JinjaTemplate:
+    """Compiling is most of a render's cost; keyed by the text itself, so an edited template is a new entry."""
+    return _environment(locale).from_string(source)
+
+
+@lru_cache(maxsize=64)
 def _environment(locale: str) -> SandboxedEnvironment:
     # Sandboxed: templates are edited by managers in the console and must not reach Python internals.
     environment = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)

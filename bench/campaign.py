@@ -1,0 +1,119 @@
+"""Benchmark reminder planning: N debtors with invoices spread over due dates, scored and planned in bulk.
+
+    .venv/bin/python bench/campaign.py --debtors 100000
+    .venv/bin/python bench/campaign.py --database-url postgresql://postgres@127.0.0.1:5432/scratch
+
+Prints seconds and rows/s for scoring, planning (reminder rows) and messages queued, a second run that must plan
+nothing, and the peak RSS of the process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import resource
+import sys
+import tempfile
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import func, insert, select
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bot.campaigns import plan_reminders
+from bot.config import load_settings
+from bot.migrate import upgrade
+from bot.models import Creditor, Debtor, Invoice, Outbox, ScheduledReminder
+from bot.risk import score_debtors
+from bot.store import Database
+
+NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
+ZONES = ("America/Santiago", "America/Mexico_City", "America/Bogota", "America/New_York")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debtors", type=int, default=100_000)
+    parser.add_argument("--database-url", default="", help="an empty database; default: a temporary SQLite file")
+    parser.add_argument("--batch-size", type=int, default=1000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="cobrabench-campaign-") as workdir:
+        url = load_settings(database_url=args.database_url or f"sqlite:///{Path(workdir) / 'bench.db'}").database_url
+        print(f"database  {url.split('@')[-1]}")
+        upgrade(url)
+        database = Database(url)
+        try:
+            bench(database, args.debtors, args.batch_size)
+        finally:
+            database.dispose()
+    print(f"peak RSS  {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+
+def generate(database: Database, debtors: int) -> tuple[int, int]:
+    """Debtors with 1-3 invoices each, due from 60 days ago to 10 days ahead; core inserts, 5,000 a batch."""
+    rng = random.Random(7)
+    with database.session() as session:
+        creditor = Creditor(slug="bench-campaign", name="Bench", currency="CLP")
+        session.add(creditor)
+        session.commit()
+        creditor_id = creditor.id
+    invoices = 0
+    for start in range(0, debtors, 5000):
+        count = min(5000, debtors - start)
+        rows = [
+            {"creditor_id": creditor_id, "external_ref": f"D{start + n}", "name": "Ana Pérez", "locale": "es-CL",
+             "phone": f"+5696{start + n:07d}", "timezone": ZONES[(start + n) % len(ZONES)],
+             "channel_preference": ["sms"], "risk_factors": {}}
+            for n in range(count)
+        ]  # fmt: skip
+        with database.session() as session:
+            ids = session.scalars(insert(Debtor).returning(Debtor.id), rows).all()
+            invoice_rows = [
+                _invoice(rng, creditor_id, debtor_id, k) for debtor_id in ids for k in range(rng.randint(1, 3))
+            ]
+            session.execute(insert(Invoice), invoice_rows)
+            session.commit()
+        invoices += len(invoice_rows)
+    return creditor_id, invoices
+
+
+def _invoice(rng: random.Random, creditor_id: int, debtor_id: int, k: int) -> dict[str, object]:
+    amount = rng.randrange(5_000, 500_000)
+    due = NOW.date() + timedelta(days=rng.randint(-60, 10))
+    return {"creditor_id": creditor_id, "debtor_id": debtor_id, "number": f"{debtor_id}-{k}", "amount_minor": amount,
+            "balance_minor": amount, "currency": "CLP", "due_date": due, "status": "open",
+            "issued_on": date(2026, 9, 1)}  # fmt: skip
+
+
+def bench(database: Database, debtors: int, batch_size: int) -> None:
+    started = time.perf_counter()
+    creditor_id, invoices = generate(database, debtors)
+    print(f"data      {debtors} debtors, {invoices} invoices in {time.perf_counter() - started:.1f} s")
+
+    with database.session() as session:
+        started = time.perf_counter()
+        scored = score_debtors(session, creditor_id, NOW)
+        session.commit()
+    elapsed = time.perf_counter() - started
+    print(f"score     {scored} debtors in {elapsed:.1f} s = {scored / elapsed:,.0f} debtors/s")
+
+    for label in ("plan", "re-plan"):
+        with database.session() as session:
+            started = time.perf_counter()
+            report = plan_reminders(session, NOW, batch_size=batch_size)
+            session.commit()
+        elapsed = time.perf_counter() - started
+        print(
+            f"{label:<9} {report.planned} reminders, {report.messages} messages in {elapsed:.1f} s = "
+            f"{report.planned / elapsed:,.0f} reminders/s, {report.messages / elapsed:,.0f} messages/s"
+        )
+    with database.session() as session:
+        rows = session.scalar(select(func.count()).select_from(ScheduledReminder))
+        outbox = session.scalar(select(func.count()).select_from(Outbox))
+    print(f"check     {rows} reminder rows, {outbox} outbox rows (re-plan must add none)")
+
+
+if __name__ == "__main__":
+    main()
