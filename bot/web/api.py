@@ -359,6 +359,7 @@ def debtor_out(session: Session, debtor: Debtor, timeline_limit: int) -> DebtorO
         channel_preference=debtor.channel_preference,
         segment=debtor.segment,
         risk_score=debtor.risk_score,
+        risk_factors=debtor.risk_factors or {},
         balances=[money_out(money) for money in balances(open_invoices(session, debtor.id))],
         invoices=[invoice_out(invoice) for invoice in invoices],
         timeline=timeline(session, debtor, timeline_limit),

@@ -362,6 +362,9 @@ class DebtorOut(BaseModel):
     channel_preference: list[str]
     segment: str | None
     risk_score: float | None
+    risk_factors: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="What made the risk score: factor -> {value, points}"
+    )
     balances: list[MoneyOut] = Field(description="Open balance per currency")
     invoices: list[InvoiceOut] = Field(description="Every invoice, oldest due first")
     timeline: list[TimelineItem] = Field(

@@ -737,3 +737,15 @@ def test_a_payment_that_covers_a_promise_keeps_it(client, api_headers, make_debt
     assert response.status_code == 201
     with db.session() as session:
         assert session.scalars(select(PromiseToPay.status)).one() == "kept"
+
+
+def test_debtor_shows_its_risk_score_with_the_factors_behind_it(client, api_headers, make_debtor, db):
+    debtor = make_debtor()
+    with db.session() as session:
+        row = session.get(Debtor, debtor.id)
+        row.risk_score, row.segment = 62.0, "high"
+        row.risk_factors = {"days_past_due": {"value": 40, "points": 30}}
+        session.commit()
+    body = client.get(DEBTOR, headers=api_headers).get_json()
+    assert (body["risk_score"], body["segment"]) == (62.0, "high")
+    assert body["risk_factors"] == {"days_past_due": {"value": 40, "points": 30}}
