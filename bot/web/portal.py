@@ -68,6 +68,7 @@ def page(token: str) -> Response | str:
                 "portal_chat_placeholder",
                 "portal_send",
                 "portal_no_invoices",
+                "portal_pay",
             )
         }
         rows = [

@@ -74,6 +74,7 @@ def test_portal_page_shows_balance_and_invoices_in_debtor_locale(client, service
     assert '<html lang="es">' in page
     assert "Su cuenta con Aguas del Valle" in page
     assert "$45.990" in page and "F-1" in page
+    assert ">Pagar</a>" in page
 
 
 def test_tampered_token_is_404_and_stores_nothing(client, services, make_debtor, db):
