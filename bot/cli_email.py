@@ -12,7 +12,8 @@ from typing import NoReturn
 import click
 
 from bot.config import ConfigError, load_settings
-from bot.email_poll import ImapServer, poll_mailbox
+from bot.email_poll import poll_mailbox
+from bot.mailserver import imap_server
 from bot.services import Services, bootstrap
 from channels import build_registry
 from channels.email import EmailChannel
@@ -42,7 +43,7 @@ def poll_command(imap_url: str, mailbox: str, once: bool, interval: int, limit: 
     With --once: exits 0 when the poll succeeded, 1 when it failed; 2 on a configuration error.
     """
     try:
-        ImapServer.from_url(imap_url)
+        imap_server(imap_url)
     except ValueError as exc:
         _fail(str(exc))
     services = _services()

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import imaplib
-import ipaddress
 import logging
 import ssl
-from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import unquote, urlparse
 
 from bot.domain import BadPayload, Parsed
+from bot.mailserver import MailServer, imap_server, may_send_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -37,46 +35,6 @@ class MailboxError(Exception):
     """The IMAP server refused a step, or logging in would have sent the password in clear."""
 
 
-@dataclass(frozen=True, slots=True)
-class ImapServer:
-    """Where to read mail, from COBRABOT_IMAP_URL (imap:// uses STARTTLS when offered, imaps:// TLS)."""
-
-    host: str
-    port: int
-    implicit_tls: bool
-    username: str | None = None
-    password: str = field(default="", repr=False)
-
-    @classmethod
-    def from_url(cls, url: str) -> ImapServer:
-        parsed = urlparse(url)
-        try:
-            port = parsed.port
-        except ValueError:
-            raise ValueError("COBRABOT_IMAP_URL has an invalid port") from None
-        if parsed.scheme not in {"imap", "imaps"} or not parsed.hostname:
-            raise ValueError("COBRABOT_IMAP_URL must look like imaps://user:pass@host:993 or imap://host:143")
-        implicit_tls = parsed.scheme == "imaps"
-        return cls(
-            host=parsed.hostname,
-            port=port or (993 if implicit_tls else 143),
-            implicit_tls=implicit_tls,
-            username=unquote(parsed.username) if parsed.username else None,
-            password=unquote(parsed.password or ""),
-        )
-
-
-def may_send_credentials(host: str, encrypted: bool) -> bool:
-    """Credentials (SMTP or IMAP) go over TLS, or in clear only to this machine (a local relay); a stripped
-    STARTTLS must not hand the password to whoever sits on the path."""
-    if encrypted or host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def poll_mailbox(
     imap_url: str,
     channel: RawEmailParser,
@@ -93,7 +51,7 @@ def poll_mailbox(
     and are read again on the next poll. A message that is no usable email is marked seen and skipped, since
     reading it again would fail the same way and hold up the mail behind it.
     """
-    client = _connect(ImapServer.from_url(imap_url), timeout, tls_context or ssl.create_default_context())
+    client = _connect(imap_server(imap_url), timeout, tls_context or ssl.create_default_context())
     try:
         _ok(client.select(_quoted(mailbox)), f"SELECT {mailbox}")
         uids = _unseen(client)[:limit]
@@ -106,7 +64,7 @@ def poll_mailbox(
         _logout_quietly(client)
 
 
-def _connect(server: ImapServer, timeout: float, context: ssl.SSLContext) -> imaplib.IMAP4:
+def _connect(server: MailServer, timeout: float, context: ssl.SSLContext) -> imaplib.IMAP4:
     if server.implicit_tls:
         client: imaplib.IMAP4 = imaplib.IMAP4_SSL(server.host, server.port, ssl_context=context, timeout=timeout)
     else:

@@ -14,14 +14,12 @@ import re
 import smtplib
 import ssl
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from email import errors
 from email.message import EmailMessage, Message
 from email.parser import HeaderParser
 from email.policy import default as default_policy
 from email.utils import formatdate, make_msgid, parseaddr
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 from bot.config import Settings
 from bot.domain import (
@@ -38,7 +36,7 @@ from bot.domain import (
     TransientError,
     WebhookRequest,
 )
-from bot.email_poll import may_send_credentials
+from bot.mailserver import may_send_credentials, smtp_server
 from bot.ports import render_buttons
 from channels.email_text import body_text, opening, part_text, raw_header_text, text_to_html, windows_1252_controls
 
@@ -78,7 +76,7 @@ class EmailChannel:
             raise ValueError("the email channel needs COBRABOT_SMTP_URL, e.g. smtp://user:pass@host:587")
         if not settings.email_from:
             raise ValueError("the email channel needs COBRABOT_EMAIL_FROM, e.g. Cobranzas <cobros@example.com>")
-        self.server = SmtpServer.from_url(settings.smtp_url)
+        self.server = smtp_server(settings.smtp_url)
         self.sender = settings.email_from
         self.sender_address = parseaddr(settings.email_from)[1]
         if "@" not in self.sender_address:
@@ -212,35 +210,6 @@ def _thread(outgoing: EmailMessage, metadata: Mapping[str, Any]) -> None:
     chain = chain[-MAX_REFERENCES:]
     if chain:
         outgoing["References"] = " ".join(f"<{reference}>" for reference in chain)
-
-
-@dataclass(frozen=True, slots=True)
-class SmtpServer:
-    """Where and how to submit mail, from COBRABOT_SMTP_URL (smtp:// uses STARTTLS when offered, smtps:// TLS)."""
-
-    host: str
-    port: int
-    implicit_tls: bool
-    username: str | None = None
-    password: str = field(default="", repr=False)
-
-    @classmethod
-    def from_url(cls, url: str) -> SmtpServer:
-        parsed = urlparse(url)
-        try:
-            port = parsed.port
-        except ValueError:
-            raise ValueError("COBRABOT_SMTP_URL has an invalid port") from None
-        if parsed.scheme not in {"smtp", "smtps"} or not parsed.hostname:
-            raise ValueError("COBRABOT_SMTP_URL must look like smtp://user:pass@host:587 or smtps://host:465")
-        implicit_tls = parsed.scheme == "smtps"
-        return cls(
-            host=parsed.hostname,
-            port=port or (465 if implicit_tls else 587),
-            implicit_tls=implicit_tls,
-            username=unquote(parsed.username) if parsed.username else None,
-            password=unquote(parsed.password or ""),
-        )
 
 
 def _quit_quietly(smtp: smtplib.SMTP) -> None:

@@ -19,11 +19,13 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
+from bot import mailserver
 from bot.cli_email import email_group
 from bot.config import load_settings
 from bot.domain import Parsed
-from bot.email_poll import ImapServer, MailboxError, poll_mailbox
+from bot.email_poll import MailboxError, poll_mailbox
 from bot.inbound import InboundService
+from bot.mailserver import MailServer
 from bot.models import Debtor, Message
 from bot.services import Services
 from bot.store import Database
@@ -454,14 +456,14 @@ def test_an_untrusted_certificate_is_refused_before_the_password_is_sent(
 @pytest.mark.parametrize(
     ("imap_url", "expected"),
     [
-        ("imaps://mail.example.com", ImapServer("mail.example.com", 993, implicit_tls=True)),
-        ("imap://mail.example.com", ImapServer("mail.example.com", 143, implicit_tls=False)),
+        ("imaps://mail.example.com", MailServer("mail.example.com", 993, implicit_tls=True)),
+        ("imap://mail.example.com", MailServer("mail.example.com", 143, implicit_tls=False)),
         (f"imaps://{CREDENTIALS}mail.example.com:1993",
-         ImapServer("mail.example.com", 1993, implicit_tls=True, username=LOGIN, password=PASSWORD)),
+         MailServer("mail.example.com", 1993, implicit_tls=True, username=LOGIN, password=PASSWORD)),
     ],
 )  # fmt: skip
-def test_imap_url_gives_defaults_and_decoded_credentials(imap_url: str, expected: ImapServer) -> None:
-    server = ImapServer.from_url(imap_url)
+def test_imap_url_gives_defaults_and_decoded_credentials(imap_url: str, expected: MailServer) -> None:
+    server = mailserver.imap_server(imap_url)
     assert server == expected
     assert PASSWORD not in repr(server)
 
@@ -469,7 +471,7 @@ def test_imap_url_gives_defaults_and_decoded_credentials(imap_url: str, expected
 @pytest.mark.parametrize("imap_url", ["pop3://mail.example.com", "imaps://", "imap://mail.example.com:99999"])
 def test_a_bad_imap_url_is_refused(imap_url: str) -> None:
     with pytest.raises(ValueError, match="COBRABOT_IMAP_URL"):
-        ImapServer.from_url(imap_url)
+        mailserver.imap_server(imap_url)
 
 
 # --- `cobrabot email poll` ----------------------------------------------------------------------------------------

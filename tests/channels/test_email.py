@@ -31,9 +31,9 @@ from bot.domain import (
     TransientError,
     WebhookRequest,
 )
-from bot.email_poll import may_send_credentials
+from bot.mailserver import MailServer, may_send_credentials, smtp_server
 from bot.ports import Channel
-from channels.email import SECRET_HEADER, EmailChannel, SmtpServer
+from channels.email import SECRET_HEADER, EmailChannel
 from channels.email_text import reply_text, text_to_html
 
 DATA = Path(__file__).parents[1] / "data" / "email"
@@ -207,8 +207,8 @@ def test_refuses_to_start_without_smtp_url_or_sender(overrides: dict[str, Any], 
 
 
 def test_smtp_url_gives_defaults_and_decoded_credentials() -> None:
-    assert SmtpServer.from_url("smtp://mail.example.com") == SmtpServer("mail.example.com", 587, implicit_tls=False)
-    server = SmtpServer.from_url(f"smtps://{CREDENTIALS}mail.example.com")
+    assert smtp_server("smtp://mail.example.com") == MailServer("mail.example.com", 587, implicit_tls=False)
+    server = smtp_server(f"smtps://{CREDENTIALS}mail.example.com")
     assert (server.port, server.implicit_tls, server.username, server.password) == (465, True, LOGIN, PASSWORD)
     assert PASSWORD not in repr(server)
 
