@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from bot.domain import BadPayload, InvalidSignature, Parsed, WebhookRequest
 from bot.ports import UnknownChannel
@@ -32,7 +33,7 @@ def _webhook_request() -> WebhookRequest:
     )
 
 
-def _receive(channel_name: str, ok: Response) -> Response:
+def _receive(channel_name: str, ok: Response | Callable[[Parsed], Response]) -> Response:
     svc = services()
     try:
         channel = svc.registry.get(channel_name)
@@ -47,9 +48,9 @@ def _receive(channel_name: str, ok: Response) -> Response:
     return _handled(parsed, ok)
 
 
-def _handled(parsed: Parsed, ok: Response) -> Response:
+def _handled(parsed: Parsed, ok: Response | Callable[[Parsed], Response]) -> Response:
     services().inbound.handle(parsed)
-    return ok
+    return ok(parsed) if callable(ok) and not isinstance(ok, Response) else ok
 
 
 def _twiml() -> Response:
@@ -75,7 +76,16 @@ def twilio_status() -> Response:
 
 @blueprint.post("/webhooks/telegram")
 def telegram() -> Response:
-    return _receive("telegram", Response("{}", mimetype="application/json"))
+    return _receive("telegram", _telegram_answer)
+
+
+def _telegram_answer(parsed: Parsed) -> Response:
+    """Answer a button press in the webhook's own response (Telegram allows one method call there), so the
+    debtor's button stops spinning without another request."""
+    for message in parsed.messages:
+        if query_id := message.metadata.get("callback_query_id"):
+            return jsonify(method="answerCallbackQuery", callback_query_id=query_id)
+    return jsonify({})
 
 
 @blueprint.post("/webhooks/email")

@@ -90,3 +90,21 @@ def test_the_same_update_twice_is_one_turn(telegram, make_debtor, db):
     post(client, update(5, f"/start {token}"))
     with db.session() as session:
         assert len(session.scalars(select(Message).where(Message.direction == "in")).all()) == 1
+
+
+def test_a_button_press_is_answered_in_the_webhook_response(telegram, make_debtor, db):
+    services, client = telegram
+    debtor = make_debtor()
+    post(client, update(1, f"/start {services.telegram_links.token(debtor.id)}"))
+    press = {
+        "update_id": 9,
+        "callback_query": {
+            "id": "cbq-1",
+            "from": {"id": 777, "is_bot": False, "first_name": "Ana"},
+            "chat_instance": "1",
+            "data": "5678",
+            "message": {"message_id": 3, "date": 1795000000, "chat": {"id": 777, "type": "private"}, "text": "?"},
+        },
+    }
+    response = post(client, press)
+    assert response.get_json() == {"method": "answerCallbackQuery", "callback_query_id": "cbq-1"}
