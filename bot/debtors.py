@@ -135,12 +135,31 @@ class FieldError(ValueError):
 def normalize_phone(raw: str, region: str) -> str:
     """Any way people write a phone number -> E.164, or FieldError."""
     try:
-        number = phonenumbers.parse(raw, region)
+        number = _without_mexican_mobile_prefix(phonenumbers.parse(raw, region))
     except phonenumbers.NumberParseException as exc:
         raise FieldError("phone", f"not a phone number: {exc}") from exc
     if not phonenumbers.is_valid_number(number):
         raise FieldError("phone", f"not a valid phone number for region {region}")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _without_mexican_mobile_prefix(number: phonenumbers.PhoneNumber) -> phonenumbers.PhoneNumber:
+    """+52 1 55 1234 5678 -> +52 55 1234 5678. Mexico dropped the mobile "1" in 2019, but WhatsApp and old CRM
+    exports still write it; without this the same debtor would have two numbers."""
+    national = str(number.national_number)
+    if number.country_code == 52 and len(national) == 11 and national.startswith("1"):
+        stripped = phonenumbers.PhoneNumber(country_code=52, national_number=int(national[1:]))
+        if phonenumbers.is_valid_number(stripped):
+            return stripped
+    return number
+
+
+def canonical_phone(address: str) -> str:
+    """An inbound sender's number in the form debtors are stored in (E.164); unparsable input is returned as is."""
+    try:
+        return normalize_phone(address, "ZZ")
+    except FieldError:
+        return address
 
 
 def to_minor(amount: Decimal, currency: str, field: str) -> int:

@@ -9,6 +9,7 @@ import hmac
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bot.debtors import canonical_phone
 from bot.domain import InboundMessage
 from bot.models import Conversation, Debtor
 
@@ -26,6 +27,8 @@ def find_debtor_id(session: Session, channel: str, address: str) -> int | None:
     if column is None or not address:
         return None
     value = address.lower() if channel == "email" else address
+    if channel in ("sms", "whatsapp"):
+        value = canonical_phone(address)
     candidates = list(session.scalars(select(Debtor.id).where(column == value)))
     if len(candidates) <= 1:
         return candidates[0] if candidates else None

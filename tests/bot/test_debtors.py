@@ -197,3 +197,9 @@ def test_astronomic_amounts_are_a_field_error_not_a_crash() -> None:
     with pytest.raises(FieldError) as raised:
         to_minor(Decimal("1e999999999"), "CLP", "invoices.0.amount")
     assert raised.value.field == "invoices.0.amount"
+
+
+@pytest.mark.parametrize("raw", ["+52 1 55 1234 5678", "+5215512345678", "52 1 55 1234 5678"])
+def test_the_old_mexican_mobile_prefix_is_dropped(raw: str) -> None:
+    # WhatsApp still sends Mexican senders as +521...; the debtor is stored as +52..., and both must match.
+    assert normalize_phone(raw, "MX") == "+525512345678"

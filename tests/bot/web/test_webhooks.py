@@ -163,3 +163,12 @@ def test_a_provider_500_then_201_sends_the_reply_exactly_once(twilio, db, make_d
     assert services.dispatcher.run_once().sent == 0
     assert len([r for r in standin.requests if r.path == MESSAGES]) == 2
     assert count(db, Outbox, Outbox.status == "sent") == 1
+
+
+def test_a_mexican_whatsapp_sender_with_the_old_mobile_1_is_recognised(twilio, db, make_creditor, make_debtor):
+    _services, app = twilio
+    creditor = make_creditor(slug="mx", country="MX", currency="MXN", timezone="America/Mexico_City")
+    make_debtor(creditor=creditor, phone="+52 55 1234 5678", invoices=[])
+    form = sms("whatsapp:+5215512345678", "hola") | {"To": "whatsapp:+14155238886"}
+    assert post(app, "/webhooks/twilio/whatsapp", form).status_code == 200
+    assert count(db, Message, Message.direction == "in") == 1
