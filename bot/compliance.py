@@ -493,11 +493,14 @@ def _attempt_of(session: Session, row: Outbox) -> Attempt:
 def _sent_bot_messages(debtor_id: int) -> tuple[Any, ...]:
     # An outbox row's next_attempt_at is when its last (successful) attempt fell due: the send time to
     # within dispatch latency, and unlike Message.status_updated_at it does not move with delivery receipts.
+    # A row another worker has cleared and is sending right now (leased, attempt counted) is a contact too:
+    # counting it keeps two dispatchers from both passing the same debtor's cap at the same moment.
+    in_flight = (Outbox.status == "leased") & (Outbox.attempts > 0)
     return (
         Outbox.message_id == Message.id,
         Message.debtor_id == debtor_id,
         Outbox.initiated_by == "bot",
-        Outbox.status == "sent",
+        (Outbox.status == "sent") | in_flight,
     )
 
 

@@ -138,7 +138,9 @@ class Dispatcher:
             if row is None or row.lease_owner != self.worker_id:
                 return "lost"
             message = row.message
-            debtor = session.get_one(Debtor, message.debtor_id)
+            # One debtor's rows are gated one at a time (row lock on PostgreSQL, the write lock on SQLite):
+            # caps are counted on what was already cleared, so two workers cannot both pass the same cap.
+            debtor = session.get_one(Debtor, message.debtor_id, with_for_update=self.database.dialect == "postgresql")
             forced = (row.decision_reason or "").endswith(FORCE_TEMPLATE)
             decision = self._decide(session, row, debtor, now)
             row.decision_reason = decision.as_stored() + (f";{FORCE_TEMPLATE}" if forced else "")

@@ -330,3 +330,15 @@ def test_first_bot_contact_carries_the_creditors_disclosure(services, dispatcher
     dispatcher.run_once()
     [sent] = sms.sent
     assert sent.text.startswith("Aguas del Valle le informa: este mensaje es parte de la gestión de cobranza")
+
+
+def test_a_message_in_flight_counts_against_the_cap_of_the_next_one(services, dispatcher, make_debtor, db, clock):
+    from datetime import UTC, datetime
+
+    clock.now = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)  # noon in Santiago: inside the hours
+    debtor = make_debtor(channel_preference=["sms"])
+    bot_message(services, debtor)
+    bot_message(services, debtor)
+    first, second = dispatcher._lease()
+    assert isinstance(dispatcher._prepare(first), tuple)  # cleared and now being sent by "another worker"
+    assert dispatcher._prepare(second) == "deferred"  # one bot message a day: the in-flight one counts
