@@ -3,18 +3,15 @@ client pointed at a stand-in API, and how Twilio's errors map to TransientError 
 
 from __future__ import annotations
 
-import json
 import socket
 from base64 import b64encode
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import pytest
 from twilio.request_validator import RequestValidator
 
-from bot.config import Settings, load_settings
 from bot.domain import (
     BadPayload,
     DeliveryStatus,
@@ -27,36 +24,25 @@ from bot.domain import (
 from channels.twilio_common import make_client, parse_status, split_text, verify_signature
 from channels.twilio_sms import TwilioSms
 from channels.twilio_whatsapp import TwilioWhatsApp
+from tests.channels.twilio_helpers import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    MESSAGES_PATH,
+    PUBLIC_URL,
+    payload,
+    twilio_settings,
+)
+from tests.channels.twilio_helpers import signed as signed_request
 from tests.standin import StandIn
 
-ACCOUNT_SID = "AC0a1b2c3d4e5f60718293a4b5c6d7e8f9"
-AUTH_TOKEN = "test-twilio-auth-token"
-PUBLIC_URL = "https://cobrabot.example"
 STATUS_URL = PUBLIC_URL + "/webhooks/twilio/status"
-MESSAGES_PATH = f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"
-HELLO = OutboundMessage(channel="sms", recipient="+56961234567", text="Hola Ana")
-
-
-def twilio_settings(api_url: str | None) -> Settings:
-    return load_settings(
-        public_url=PUBLIC_URL,
-        twilio_account_sid=ACCOUNT_SID,
-        twilio_auth_token=AUTH_TOKEN,
-        twilio_sms_from="+56229381234",
-        twilio_whatsapp_from="+14155238886",
-        twilio_api_url=api_url,
-    )
 
 
 def signed(form: dict[str, str], url: str = STATUS_URL, *, signed_url: str | None = None) -> WebhookRequest:
-    signature = RequestValidator(AUTH_TOKEN).compute_signature(signed_url or url, form)
-    return WebhookRequest(
-        url=url, method="POST", headers={"X-Twilio-Signature": signature}, body=urlencode(form).encode(), form=form
-    )
+    return signed_request(form, url, signed_url=signed_url)
 
 
-def payload(data_dir: Path, name: str) -> dict[str, str]:
-    return json.loads((data_dir / "twilio" / name).read_text())
+HELLO = OutboundMessage(channel="sms", recipient="+56961234567", text="Hola Ana")
 
 
 @pytest.fixture

@@ -8,9 +8,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
-from twilio.request_validator import RequestValidator
 
-from bot.config import Settings, load_settings
 from bot.domain import (
     BadPayload,
     Button,
@@ -23,39 +21,23 @@ from bot.domain import (
 )
 from bot.ports import Channel
 from channels.twilio_whatsapp import TwilioWhatsApp
+from tests.channels.twilio_helpers import (
+    MESSAGES_PATH,
+    PUBLIC_URL,
+    payload,
+    twilio_settings,
+)
+from tests.channels.twilio_helpers import signed as signed_request
 from tests.standin import StandIn
 
-ACCOUNT_SID = "AC0a1b2c3d4e5f60718293a4b5c6d7e8f9"
-AUTH_TOKEN = "test-twilio-auth-token"
-PUBLIC_URL = "https://cobrabot.example"
 WEBHOOK_URL = PUBLIC_URL + "/webhooks/twilio/whatsapp"
-MESSAGES_PATH = f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"
+
+
+def signed(form: dict[str, str], *, signed_url: str | None = None) -> WebhookRequest:
+    return signed_request(form, WEBHOOK_URL, signed_url=signed_url)
+
+
 TO_ANA = {"channel": "whatsapp", "recipient": "+56961234567"}
-
-
-def twilio_settings(api_url: str) -> Settings:
-    return load_settings(
-        public_url=PUBLIC_URL,
-        twilio_account_sid=ACCOUNT_SID,
-        twilio_auth_token=AUTH_TOKEN,
-        twilio_whatsapp_from="+14155238886",
-        twilio_api_url=api_url,
-    )
-
-
-def signed(form: dict[str, str], *, signed_url: str = WEBHOOK_URL) -> WebhookRequest:
-    signature = RequestValidator(AUTH_TOKEN).compute_signature(signed_url, form)
-    return WebhookRequest(
-        url=WEBHOOK_URL,
-        method="POST",
-        headers={"X-Twilio-Signature": signature},
-        body=urlencode(form).encode(),
-        form=form,
-    )
-
-
-def payload(data_dir: Path, name: str) -> dict[str, str]:
-    return json.loads((data_dir / "twilio" / name).read_text())
 
 
 @pytest.fixture
