@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Flask, redirect, url_for
 from werkzeug.wrappers import Response
 
-from admin import auth, inbox
+from admin import auth, cases, debtors, inbox
 
 
 def register(app: Flask) -> None:
@@ -22,6 +22,8 @@ def register(app: Flask) -> None:
     console.add_url_rule("/", "home", _home)
     console.register_blueprint(auth.blueprint)
     console.register_blueprint(inbox.blueprint)
+    console.register_blueprint(cases.blueprint)
+    console.register_blueprint(debtors.blueprint)
     auth.init_login(app)
     app.register_blueprint(console)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -115,7 +116,7 @@ def test_login_redirects_only_inside_the_console(web: FlaskClient, db: Database)
 
 
 def _concrete(rule: str) -> str:
-    return rule.replace("<int:conversation_id>", "1").replace("<path:filename>", "admin.css")
+    return re.sub(r"<int:\w+>", "1", rule).replace("<path:filename>", "admin.css")
 
 
 def test_every_console_route_requires_sign_in(console: Flask, web: FlaskClient, db: Database) -> None:
