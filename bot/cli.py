@@ -198,6 +198,7 @@ def _register_subcommands() -> None:
     from bot.cli_import import import_group
     from bot.cli_knowledge import knowledge_group
     from bot.cli_nlu import nlu_group
+    from bot.cli_simulate import simulate_command
 
     main.add_command(chat_command)
     main.add_command(email_group)
@@ -205,6 +206,7 @@ def _register_subcommands() -> None:
     main.add_command(import_group)
     main.add_command(flows_group)
     main.add_command(nlu_group)
+    main.add_command(simulate_command)
 
 
 _register_subcommands()
