@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from sqlalchemy import select
@@ -20,7 +20,8 @@ from admin.case_services import (
     list_cases,
     sla_state,
 )
-from admin.services import ConsoleError, NotAllowed, NotFound, agents, message_json
+from admin.responses import run_action
+from admin.services import agents, message_json
 from bot.models import Agent, AuditEvent, Case, Debtor, Invoice
 from bot.services import Services
 
@@ -96,19 +97,8 @@ def _agent_names(session: Session) -> dict[int, str]:
 
 
 def _act(case_id: int, action: Callable[[CaseDesk], object], done: str) -> ResponseReturnValue:
-    """Run one case action; a refusal is shown on the case page and changes nothing."""
     page = url_for("admin.cases.case", case_id=case_id)
-    try:
-        action(desk())
-    except NotFound:
-        abort(404)
-    except NotAllowed:
-        abort(403)
-    except ConsoleError as exc:
-        flash(str(exc), "error")
-        return redirect(page, code=303)
-    flash(done, "info")
-    return redirect(page, code=303)
+    return run_action(page, lambda: action(desk()), done)
 
 
 @blueprint.post("/cases/<int:case_id>/take")

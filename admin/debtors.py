@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import date
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from admin.auth import current_actor
 from admin.case_services import OPT_OUT_CHANNELS, CaseDesk, debtor_view, search_debtors, sla_state
-from admin.services import ConsoleError, NotAllowed, NotFound, message_json
+from admin.responses import run_action
+from admin.services import message_json
 from bot.domain import Money
 from bot.i18n import format_date, format_money
 from bot.services import Services
@@ -62,19 +63,8 @@ def debtor(debtor_id: int) -> ResponseReturnValue:
 
 
 def _act(debtor_id: int, action: Callable[[CaseDesk], object], done: str) -> ResponseReturnValue:
-    """Run one account action; a refusal is shown on the debtor page and changes nothing."""
     page = url_for("admin.debtors.debtor", debtor_id=debtor_id)
-    try:
-        action(desk())
-    except NotFound:
-        abort(404)
-    except NotAllowed:
-        abort(403)
-    except ConsoleError as exc:
-        flash(str(exc), "error")
-        return redirect(page, code=303)
-    flash(done, "info")
-    return redirect(page, code=303)
+    return run_action(page, lambda: action(desk()), done)
 
 
 @blueprint.post("/debtors/<int:debtor_id>/payment-link")

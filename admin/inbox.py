@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 
 from admin.auth import current_actor, require_role
+from admin.responses import run_action
 from admin.services import (
     CANNED_REPLIES,
     Console,
-    ConsoleError,
-    NotAllowed,
-    NotFound,
     agents,
     message_json,
     notes,
@@ -93,19 +91,8 @@ def messages(conversation_id: int) -> ResponseReturnValue:
 
 
 def _act(conversation_id: int, action: Callable[[Console], object], done: str) -> ResponseReturnValue:
-    """Run one console action; a refusal is shown on the conversation page and changes nothing."""
     page = url_for("admin.inbox.conversation", conversation_id=conversation_id)
-    try:
-        action(console())
-    except NotFound:
-        abort(404)
-    except NotAllowed:
-        abort(403)
-    except ConsoleError as exc:
-        flash(str(exc), "error")
-        return redirect(page, code=303)
-    flash(done, "info")
-    return redirect(page, code=303)
+    return run_action(page, lambda: action(console()), done)
 
 
 @blueprint.post("/conversations/<int:conversation_id>/claim")
