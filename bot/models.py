@@ -330,6 +330,7 @@ class Payment(Base):
     reference: Mapped[str | None] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), default="confirmed")
     match_status: Mapped[str] = mapped_column(String(16), default="matched")
+    refunded_minor: Mapped[int] = mapped_column(MinorUnits, default=0)
     raw: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -491,6 +492,41 @@ class ImportBatch(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     filename: Mapped[str] = mapped_column(String(500))
     summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class StatementLine(Base):
+    """One line of an imported bank statement and how it was reconciled.
+
+    status: matched (a Payment was recorded) | suggested (an agent must confirm the candidate debtor) |
+    unmatched (in the reconciliation queue) | confirmed (an agent accepted a suggestion) | ignored.
+    The fingerprint (bank, date, amount, description, occurrence) makes overlapping statements import once.
+    """
+
+    __tablename__ = "statement_lines"
+    __table_args__ = (
+        UniqueConstraint("fingerprint"),
+        Index("ix_statement_lines_status", "creditor_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("import_batches.id", ondelete="CASCADE"), index=True)
+    creditor_id: Mapped[int] = mapped_column(ForeignKey("creditors.id", ondelete="CASCADE"))
+    line_no: Mapped[int]
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    booked_on: Mapped[date]
+    amount_minor: Mapped[int] = _money()
+    currency: Mapped[str] = mapped_column(String(3))
+    description: Mapped[str] = mapped_column(String(500), default="")
+    payer_name: Mapped[str | None] = mapped_column(String(200))
+    bank_reference: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default="unmatched")
+    match_rule: Mapped[str | None] = mapped_column(String(32))  # reference | amount | fuzzy_name
+    score: Mapped[float | None]
+    debtor_id: Mapped[int | None] = mapped_column(ForeignKey("debtors.id", ondelete="SET NULL"))
+    invoice_id: Mapped[int | None] = mapped_column(ForeignKey("invoices.id", ondelete="SET NULL"))
+    payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id", ondelete="SET NULL"))
+    resolved_by_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
