@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from bot.agents import hash_password, verify_password
 from bot.audit import record
+from bot.conversations import lock_key
 from bot.debtors import balances, open_invoices
 from bot.domain import Clock
 from bot.effects import HANDOFF_SLA
@@ -269,7 +270,7 @@ class Console:
             ).one_or_none()
         if key is None:
             raise NotFound(f"conversation {conversation_id} not found")
-        with self.locks.hold(f"conversation:{key[0]}:{key[1]}"), self.database.unit_of_work() as uow:
+        with self.locks.hold(lock_key(key[0], key[1])), self.database.unit_of_work() as uow:
             yield uow, uow.lock_conversation(conversation_id)
 
     def claim(self, conversation_id: int, actor: Actor) -> None:

@@ -89,6 +89,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=8, help="gthread threads per worker")
     parser.add_argument("--profile", type=int, default=1000, help="in-process requests to profile; 0 skips")
+    parser.add_argument("--profile-only", action="store_true", help="skip the gunicorn runs")
     args = parser.parse_args()
     with scratch_database(args.server_url) as url:
         run(args, url)
@@ -129,14 +130,16 @@ def run(args: argparse.Namespace, url: str) -> None:
     payloads = Payloads(phones)
     total = args.warmup + args.requests
     results = []
-    for label, target in (("cobrabot", "bot.wsgi:app"), ("bare flask", "bare_app:app")):
+    targets = () if args.profile_only else (("cobrabot", "bot.wsgi:app"), ("bare flask", "bare_app:app"))
+    for label, target in targets:
         requests = payloads.take(total) if label == "cobrabot" else payloads.bare(total)
         with gunicorn(target, env, args.workers, args.threads) as port:
             drive(port, requests[: args.warmup], args.concurrency, args.max_seconds, "warm-up")
             result = drive(port, requests[args.warmup :], args.concurrency, args.max_seconds, label)
         results.append(result)
-    report(results, args)
-    check(url, results[0])
+    if results:
+        report(results, args)
+        check(url, results[0])
     if args.profile:
         profile(url, args.redis_url, payloads.take(args.profile))
 
@@ -329,6 +332,34 @@ def check(url: str, result: RunResult) -> None:
     print(f"check     {inbound} inbound messages stored (warm-up included), {outbox} outbox rows")
 
 
+def count_round_trips(app: object, client: object, requests: list[tuple[bytes, dict[str, str]]]) -> None:
+    """SQL statements, transactions and pool checkouts per webhook: on loopback PostgreSQL each is a round trip."""
+    from sqlalchemy import event
+
+    engine = app.extensions["cobrabot"].database.engine  # type: ignore[attr-defined]
+    counts = Counter[str]()
+    listeners = {
+        "before_cursor_execute": lambda *_a, **_k: counts.update(["statements"]),
+        "commit": lambda *_a: counts.update(["commits"]),
+        "rollback": lambda *_a: counts.update(["rollbacks"]),
+        "engine_connect": lambda *_a: counts.update(["checkouts"]),
+    }
+    for name, listener in listeners.items():
+        event.listen(engine, name, listener)
+    *counted, shown_request = requests
+    for body, headers in counted:
+        client.post(PATH, data=body, headers=headers)  # type: ignore[attr-defined]
+    for name, listener in listeners.items():
+        event.remove(engine, name, listener)
+    per_request = ", ".join(f"{value / len(counted):.1f} {key}" for key, value in sorted(counts.items()))
+    print(f"\nround trips per webhook ({len(counted)} in-process): {per_request}")
+    if os.environ.get("BENCH_SHOW_SQL"):
+        shown: list[str] = []
+        event.listen(engine, "before_cursor_execute", lambda _c, _cur, sql, *_a: shown.append(" ".join(sql.split())))
+        client.post(PATH, data=shown_request[0], headers=shown_request[1])  # type: ignore[attr-defined]
+        print("\n".join(f"  {sql[:160]}" for sql in shown))
+
+
 def profile(url: str, redis_url: str, requests: list[tuple[bytes, dict[str, str]]]) -> None:
     """The same kind of payloads through app.test_client() in this process, one at a time, under cProfile."""
     from bot.app import create_app
@@ -347,6 +378,8 @@ def profile(url: str, redis_url: str, requests: list[tuple[bytes, dict[str, str]
     warm, measured = requests[:50], requests[50:]
     for body, headers in warm:
         client.post(PATH, data=body, headers=headers)
+    count_round_trips(app, client, measured[:50])
+    measured = measured[50:]
     profiler = cProfile.Profile()
     started = time.perf_counter()
     profiler.enable()

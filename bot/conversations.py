@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from bot.debtors import balances, national_id_tail, open_invoices, secret_hash
 from bot.domain import Clock, ConversationState, InboundMessage, OutboundMessage, Reply, Turn
@@ -63,32 +63,40 @@ class ConversationService:
 
     def receive(self, message: InboundMessage, debtor_id: int, *, verified: bool = False) -> Received:
         """Handle one message from a known debtor; `verified` marks a channel that proves identity itself."""
-        with self.locks.hold(f"conversation:{debtor_id}:{message.channel}"), self.database.unit_of_work() as uow:
-            session = uow.session
-            debtor = session.get(Debtor, debtor_id)
-            if debtor is None:
-                raise LookupError(f"debtor {debtor_id} not found")
-            conversation = self._conversation(uow.session, debtor, message, verified)
-            inbound_id = _insert_inbound(session, conversation, message)
-            if inbound_id is None:
-                logger.info("duplicate inbound channel=%s conversation=%s", message.channel, conversation.id)
-                return Received((), duplicate=True, conversation_id=conversation.id)
-            if not message.text.strip():
-                return self._media_only(uow, conversation, debtor, message)
-            facts = _facts(session, debtor, self.secret_key, self._faq(debtor.creditor.slug))
-            turn = self.engine.handle(_state_of(conversation), message, facts, self.clock)
-            _apply_state(conversation, turn, message)
-            _record_intent(session, inbound_id, turn)
-            effects = Effects(session, conversation, debtor, self.clock(), self.portal)
-            outputs = effects.apply_all(turn.commands)
-            replies = self._store_replies(session, conversation, debtor, turn, outputs)
-            uow.commit()
-            return Received(replies, conversation_id=conversation.id)
+        with self.locks.hold(lock_key(debtor_id, message.channel)), self.database.unit_of_work() as uow:
+            return self.receive_in(uow, message, debtor_id, verified=verified)
+
+    def receive_in(
+        self, uow: UnitOfWork, message: InboundMessage, debtor_id: int, *, verified: bool = False
+    ) -> Received:
+        """`receive` inside a unit of work the caller opened and whose conversation lock it holds."""
+        session = uow.session
+        debtor = session.get(Debtor, debtor_id, options=[joinedload(Debtor.creditor)])
+        if debtor is None:
+            raise LookupError(f"debtor {debtor_id} not found")
+        conversation = self._conversation(session, debtor, message, verified)
+        if not message.text.strip():
+            return self._media_only(uow, conversation, debtor, message)
+        facts = _facts(session, debtor, self.secret_key, self._faq(debtor.creditor.slug))
+        # The turn is computed before the dedupe insert so the intent goes into that one INSERT; a duplicate's
+        # turn is thrown away with the rolled-back transaction (the engine itself writes nothing).
+        turn = self.engine.handle(_state_of(conversation), message, facts, self.clock)
+        if _insert_inbound(session, conversation, message, turn) is None:
+            logger.info("duplicate inbound channel=%s conversation=%s", message.channel, conversation.id)
+            return Received((), duplicate=True, conversation_id=conversation.id)
+        _apply_state(conversation, turn, message)
+        effects = Effects(session, conversation, debtor, self.clock(), self.portal)
+        outputs = effects.apply_all(turn.commands)
+        replies = self._store_replies(session, conversation, debtor, turn, outputs)
+        uow.commit()
+        return Received(replies, conversation_id=conversation.id)
 
     def _media_only(
         self, uow: UnitOfWork, conversation: Conversation, debtor: Debtor, message: InboundMessage
     ) -> Received:
         """A photo or document with no text: kept (as links) for an agent; the engine has nothing to read."""
+        if _insert_inbound(uow.session, conversation, message) is None:
+            return Received((), duplicate=True, conversation_id=conversation.id)
         conversation.last_inbound_at = message.received_at
         replies: tuple[OutboundMessage, ...] = ()
         if conversation.mode == "bot":
@@ -133,10 +141,10 @@ class ConversationService:
     ) -> tuple[OutboundMessage, ...]:
         renderer = TemplateRenderer.from_session(session)
         synchronous = conversation.channel in SYNCHRONOUS_CHANNELS
-        replies = []
+        now = self.clock()
+        rows = []
         for reply in turn.replies:
-            variables = outputs | reply.variables
-            text = renderer.render(reply.template_key, debtor.locale, conversation.channel, variables)
+            text = renderer.render(reply.template_key, debtor.locale, conversation.channel, outputs | reply.variables)
             row = Message(
                 conversation_id=conversation.id,
                 debtor_id=debtor.id,
@@ -145,27 +153,35 @@ class ConversationService:
                 body=text,
                 template_key=reply.template_key,
                 delivery_status="delivered" if synchronous else "queued",
-                created_at=self.clock(),
+                created_at=now,
             )
             session.add(row)
-            session.flush()
             if not synchronous:
-                session.add(Outbox(message_id=row.id, channel=row.channel, initiated_by="reply"))
-            replies.append(
-                OutboundMessage(
-                    channel=conversation.channel,
-                    recipient=conversation.address,
-                    text=text,
-                    template_key=reply.template_key,
-                    buttons=reply.buttons,
-                    message_id=row.id,
-                )
+                session.add(Outbox(message=row, channel=row.channel, initiated_by="reply"))
+            rows.append((reply, row))
+        conversation.last_outbound_at = now
+        session.flush()  # once per turn: the messages in one INSERT, the outbox rows in another, one UPDATE
+        return tuple(
+            OutboundMessage(
+                channel=conversation.channel,
+                recipient=conversation.address,
+                text=row.body,
+                template_key=reply.template_key,
+                buttons=reply.buttons,
+                message_id=row.id,
             )
-        conversation.last_outbound_at = self.clock()
-        return tuple(replies)
+            for reply, row in rows
+        )
 
 
-def _insert_inbound(session: Session, conversation: Conversation, message: InboundMessage) -> int | None:
+def lock_key(debtor_id: int, channel: str) -> str:
+    """The conversation lock every writer of one debtor's conversation on one channel takes."""
+    return f"conversation:{debtor_id}:{channel}"
+
+
+def _insert_inbound(
+    session: Session, conversation: Conversation, message: InboundMessage, turn: Turn | None = None
+) -> int | None:
     """Insert-or-ignore on (channel, provider_message_id): atomic dedupe, no check-then-insert race."""
     values = {
         "conversation_id": conversation.id,
@@ -177,6 +193,8 @@ def _insert_inbound(session: Session, conversation: Conversation, message: Inbou
         "provider_message_id": message.provider_message_id,
         "delivery_status": "received",
         "created_at": message.received_at,
+        "intent": turn.intent.value if turn else None,
+        "confidence": turn.confidence if turn else None,
     }
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     statement = (
@@ -206,13 +224,6 @@ def _apply_state(conversation: Conversation, turn: Turn, message: InboundMessage
     conversation.slots = dict(turn.state.slots)
     conversation.mode = turn.state.mode
     conversation.last_inbound_at = message.received_at
-
-
-def _record_intent(session: Session, inbound_id: int, turn: Turn) -> None:
-    inbound = session.get(Message, inbound_id)
-    if inbound is not None:
-        inbound.intent = turn.intent.value
-        inbound.confidence = turn.confidence
 
 
 def _facts(

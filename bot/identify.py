@@ -7,7 +7,7 @@ import hashlib
 import hmac
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from bot.debtors import canonical_phone
 from bot.domain import InboundMessage
@@ -23,22 +23,31 @@ ADDRESS_COLUMN = {
 
 def find_debtor_id(session: Session, channel: str, address: str) -> int | None:
     """The debtor with this address; when several creditors share a debtor's number, the one we last talked to."""
+    debtor = find_debtor(session, channel, address)
+    return debtor.id if debtor else None
+
+
+def find_debtor(session: Session, channel: str, address: str) -> Debtor | None:
+    """`find_debtor_id`'s debtor, loaded with its creditor (the conversation that follows needs both)."""
     column = ADDRESS_COLUMN.get(channel)
     if column is None or not address:
         return None
     value = address.lower() if channel == "email" else address
     if channel in ("sms", "whatsapp"):
         value = canonical_phone(address)
-    candidates = list(session.scalars(select(Debtor.id).where(column == value)))
-    if len(candidates) <= 1:
-        return candidates[0] if candidates else None
+    debtors = {
+        debtor.id: debtor
+        for debtor in session.scalars(select(Debtor).options(joinedload(Debtor.creditor)).where(column == value))
+    }
+    if len(debtors) <= 1:
+        return next(iter(debtors.values()), None)
     latest = session.scalar(
         select(Conversation.debtor_id)
-        .where(Conversation.debtor_id.in_(candidates), Conversation.channel == channel)
+        .where(Conversation.debtor_id.in_(debtors), Conversation.channel == channel)
         .order_by(Conversation.updated_at.desc())
         .limit(1)
     )
-    return latest or max(candidates)
+    return debtors[latest or max(debtors)]
 
 
 class TelegramLinks:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 
-from bot.conversations import ConversationService
+from bot.conversations import ConversationService, Received, lock_key
 from bot.dispatch import record_status
 from bot.domain import Clock, InboundMessage, Parsed
-from bot.identify import TelegramLinks, find_debtor_id, link_telegram_chat
+from bot.identify import TelegramLinks, find_debtor, find_debtor_id, link_telegram_chat
 from bot.store import Database
 
 logger = logging.getLogger(__name__)
@@ -33,16 +33,15 @@ class InboundService:
     def handle(self, parsed: Parsed) -> InboundSummary:
         summary = InboundSummary()
         for message in parsed.messages:
-            debtor_id = self._debtor_of(message)
-            if debtor_id is None:
+            if message.metadata.get("start_payload"):
+                # "/start <token>" opens the chat; its digits must not be read as an answer to anything.
+                message = replace(message, text="/start")
+            received = self._receive(message)
+            if received is None:
                 # Nothing is said to an unknown address: it might not be a debtor at all.
                 logger.info("inbound on %s from an unknown address ignored", message.channel)
                 summary.unknown_senders += 1
                 continue
-            if message.metadata.get("start_payload"):
-                # "/start <token>" opens the chat; its digits must not be read as an answer to anything.
-                message = replace(message, text="/start")
-            received = self.conversations.receive(message, debtor_id)
             summary.duplicates += received.duplicate
             summary.handled += not received.duplicate
         if parsed.statuses:
@@ -51,6 +50,29 @@ class InboundService:
                     summary.statuses += record_status(uow.session, status, self.clock())
                 uow.commit()
         return summary
+
+    def _receive(self, message: InboundMessage) -> Received | None:
+        if self.database.dialect == "postgresql" and not message.metadata.get("start_payload"):
+            received = self._receive_in_one_transaction(message)
+            if received is not None:
+                return received
+        debtor_id = self._debtor_of(message)
+        return None if debtor_id is None else self.conversations.receive(message, debtor_id)
+
+    def _receive_in_one_transaction(self, message: InboundMessage) -> Received | None:
+        """Look the sender up in the conversation's own transaction: one connection and transaction a webhook.
+
+        Safe on PostgreSQL only: the lookup takes no row locks, so waiting for the conversation lock inside this
+        transaction cannot deadlock. On SQLite the transaction would already hold the database write lock
+        (BEGIN IMMEDIATE) while waiting for a lock whose holder needs it.
+        """
+        with self.database.unit_of_work() as uow:
+            # Kept referenced: the session's identity map is weak, and receive_in gets the debtor from it.
+            debtor = find_debtor(uow.session, message.channel, message.sender)
+            if debtor is None:
+                return None  # unknown, or a Telegram chat still to link: the general path decides
+            with self.conversations.locks.hold(lock_key(debtor.id, message.channel)):
+                return self.conversations.receive_in(uow, message, debtor.id)
 
     def _debtor_of(self, message: InboundMessage) -> int | None:
         with self.database.unit_of_work() as uow:

@@ -5,6 +5,9 @@ Defaults ship as YAML in flows/templates/<language>.yaml; managers' edits are Te
 
 from __future__ import annotations
 
+import threading
+import time
+import weakref
 from collections.abc import Mapping
 from datetime import date
 from functools import cache, lru_cache
@@ -15,8 +18,8 @@ from jinja2 import StrictUndefined
 from jinja2 import Template as JinjaTemplate
 from jinja2 import TemplateError as JinjaTemplateError
 from jinja2.sandbox import SandboxedEnvironment
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine, event, select
+from sqlalchemy.orm import ORMExecuteState, Session
 
 from bot.domain import Money
 from bot.i18n import format_date, format_money, language_of
@@ -24,6 +27,8 @@ from bot.models import Template
 from flows import TEMPLATES_DIR
 
 ANY_CHANNEL = "*"
+# How long another process may keep serving a template a manager has just edited; this process sees it at once.
+OVERRIDES_TTL_SECONDS = 5.0
 
 
 class TemplateError(Exception):
@@ -46,8 +51,7 @@ class TemplateRenderer:
 
     @classmethod
     def from_session(cls, session: Session) -> TemplateRenderer:
-        rows = session.execute(select(Template.key, Template.locale, Template.channel, Template.body))
-        return cls({(key, locale, channel): body for key, locale, channel, body in rows})
+        return cls(_OVERRIDES.get(session))
 
     def source(self, key: str, locale: str, channel: str) -> str:
         language = language_of(locale)
@@ -92,3 +96,74 @@ def _date(value: object, locale: str, style: str) -> str:
     if not isinstance(value, date):
         raise TemplateError(f"date filter needs a date, got {type(value).__name__}")
     return format_date(value, locale, style)
+
+
+Overrides = dict[tuple[str, str, str], str]
+
+
+class _OverridesCache:
+    """The managers' template overrides per database, read at most once per OVERRIDES_TTL_SECONDS.
+
+    Every turn renders replies, and re-reading the (small, rarely edited) templates table each time was a
+    round trip per webhook. Writes through the ORM in this process invalidate the cache at commit; a
+    session that has written templates reads its own uncommitted rows and never caches them.
+    """
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._generation = 0
+        self._entries: weakref.WeakKeyDictionary[Engine, tuple[float, int, Overrides]] = weakref.WeakKeyDictionary()
+
+    def get(self, session: Session) -> Overrides:
+        if session.info.get(_DIRTY):
+            return _read_overrides(session)
+        engine = session.get_bind()
+        assert isinstance(engine, Engine)
+        with self._guard:
+            entry, generation = self._entries.get(engine), self._generation
+        if entry and entry[1] == generation and time.monotonic() - entry[0] < OVERRIDES_TTL_SECONDS:
+            return entry[2]
+        overrides = _read_overrides(session)
+        with self._guard:
+            # Stamped with the generation seen before reading: a write committed meanwhile invalidates it.
+            self._entries[engine] = (time.monotonic(), generation, overrides)
+        return overrides
+
+    def forget(self) -> None:
+        with self._guard:
+            self._generation += 1
+
+
+_OVERRIDES = _OverridesCache()
+_DIRTY = "cobrabot.templates_written"
+
+
+def forget_template_overrides() -> None:
+    """Drop cached overrides (after writing templates outside the ORM, e.g. in tests or migrations)."""
+    _OVERRIDES.forget()
+
+
+def _read_overrides(session: Session) -> Overrides:
+    rows = session.execute(select(Template.key, Template.locale, Template.channel, Template.body))
+    return {(key, locale, channel): body for key, locale, channel, body in rows}
+
+
+@event.listens_for(Session, "before_flush")
+def _note_template_writes(session: Session, _context: Any, _instances: Any) -> None:
+    if any(isinstance(obj, Template) for obj in (*session.new, *session.dirty, *session.deleted)):
+        session.info[_DIRTY] = True
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _note_bulk_template_writes(state: ORMExecuteState) -> None:
+    if (state.is_insert or state.is_update or state.is_delete) and any(
+        mapper.class_ is Template for mapper in state.all_mappers
+    ):
+        state.session.info[_DIRTY] = True
+
+
+@event.listens_for(Session, "after_commit")
+@event.listens_for(Session, "after_rollback")
+def _forget_after_template_writes(session: Session) -> None:
+    if session.info.pop(_DIRTY, False):
+        _OVERRIDES.forget()

@@ -24,6 +24,7 @@ from bot.migrate import upgrade
 from bot.models import Base, Creditor, Debtor
 from bot.services import Services, bootstrap
 from bot.store import Database
+from bot.templates import forget_template_overrides
 from tests.standin import StandIn
 
 TEST_SECRET = "test-secret-key"
@@ -84,6 +85,7 @@ def db(migrated_database: Database) -> Iterator[Database]:
     """A migrated database emptied after each test."""
     yield migrated_database
     _empty_tables(migrated_database)
+    forget_template_overrides()  # the tables were emptied behind the ORM's back
 
 
 def _empty_tables(database: Database) -> None:

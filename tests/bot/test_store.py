@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -299,17 +299,28 @@ def test_ten_messages_at_once_for_one_debtor_are_all_handled(
 ) -> None:
     creditor = make_creditor()
     racing = make_debtor(creditor=creditor)
-    calm = make_debtor(creditor=creditor, external_ref="C-2002", phone="+56 9 6123 4568", invoices=[])
-    results = run_in_threads(10, lambda index: send(chat, racing.id, f"hola {index}"))
-    for index in range(10):
-        send(chat, calm.id, f"hola {index}")  # the same turns one by one: the version they must reach
+    calm = make_debtor(  # the same facts as the racing debtor, so the same turns reach the same version
+        creditor=creditor,
+        external_ref="C-2002",
+        phone="+56 9 6123 4568",
+        invoices=[{"number": "F-2", "amount": "45990", "due_date": date(2026, 12, 5)}],
+    )
+    results = run_in_threads(10, lambda _index: send(chat, racing.id, "hola"))  # same text: order-free
+    for _ in range(10):
+        send(chat, calm.id, "hola")  # the same turns one by one: the version they must reach
     assert all(not result.duplicate and result.replies for result in results)
     with db.session() as session:
         assert stored(session, racing.id, "in") == 10
         assert stored(session, racing.id, "out") == sum(len(result.replies) for result in results)
         [conversation] = session.scalars(select(Conversation).where(Conversation.debtor_id == racing.id)).all()
-        sequential = session.scalars(select(Conversation.version).where(Conversation.debtor_id == calm.id)).one()
-        assert conversation.version == sequential > 10  # no turn lost, at least one version per turn
+        baseline = session.scalars(select(Conversation).where(Conversation.debtor_id == calm.id)).one()
+        # At least one version per turn (a turn that writes more, e.g. a debtor's first, bumps it more): no lost
+        # update; and the racing conversation ends where the one-by-one conversation does.
+        assert conversation.version > 10 and baseline.version > 10
+        assert (conversation.node, conversation.mode) == (baseline.node, baseline.mode)
+        assert {k: v for k, v in conversation.slots.items() if k != "_at"} == {
+            k: v for k, v in baseline.slots.items() if k != "_at"
+        }
 
 
 def test_one_provider_message_id_sent_by_five_threads_is_handled_once(

@@ -109,3 +109,45 @@ def test_spanish_and_english_define_the_same_keys_channels_and_variables() -> No
         assert spanish[key].keys() == english[key].keys(), key
         for channel in spanish[key]:
             assert _variables(spanish[key][channel]) == _variables(english[key][channel]), (key, channel)
+
+
+def _override(db: Database, body: str) -> None:
+    with db.session() as session:
+        session.add(Template(key="greeting_no_debt", locale="es", channel="*", body=body))
+        session.commit()
+
+
+def _greeting(db: Database) -> str:
+    with db.session() as session:
+        return TemplateRenderer.from_session(session).source("greeting_no_debt", "es", "sms")
+
+
+def test_an_override_saved_in_this_process_is_used_at_once(db: Database) -> None:
+    default = _greeting(db)  # cached now
+    _override(db, "Hola {{ name }}, versión 1")
+    assert _greeting(db) == "Hola {{ name }}, versión 1" != default
+    with db.session() as session:
+        session.query(Template).filter_by(key="greeting_no_debt").update({"body": "Hola {{ name }}, versión 2"})
+        session.commit()
+    assert _greeting(db) == "Hola {{ name }}, versión 2"
+
+
+def test_a_rolled_back_edit_is_never_served(db: Database) -> None:
+    default = _greeting(db)
+    with db.session() as session:
+        session.add(Template(key="greeting_no_debt", locale="es", channel="*", body="borrador"))
+        session.flush()
+        # The writing session sees its own draft without caching it...
+        assert TemplateRenderer.from_session(session).source("greeting_no_debt", "es", "sms") == "borrador"
+        session.rollback()
+    assert _greeting(db) == default  # ...and nobody sees it after the rollback
+
+
+def test_another_process_edit_is_seen_after_the_ttl(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    default = _greeting(db)
+    with db.engine.begin() as connection:  # behind this process's ORM, as another process would write
+        row = {"key": "greeting_no_debt", "locale": "es", "channel": "*", "body": "B"}
+        connection.execute(Template.__table__.insert().values(**row))
+    assert _greeting(db) == default  # within the TTL: the cached overrides, no query
+    monkeypatch.setattr("bot.templates.OVERRIDES_TTL_SECONDS", 0.0)
+    assert _greeting(db) == "B"
