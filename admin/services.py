@@ -197,6 +197,7 @@ def message_json(message: Message) -> dict[str, Any]:
         "template_key": message.template_key,
         "delivery_status": message.delivery_status,
         "sent_by_agent_id": message.sent_by_agent_id,
+        "source": message.knowledge_source,
         "created_at": message.created_at.isoformat(),
     }
 

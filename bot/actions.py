@@ -170,7 +170,7 @@ def answer_faq(ctx: ActionContext) -> str:
     answer = ctx.run.facts.faq(ctx.run.question, ctx.run.facts.locale) if ctx.run.facts.faq else None
     if not answer:
         return "no_answer"
-    ctx.run.say("faq_answer", answer=answer)
+    ctx.run.say("faq_answer", answer=answer.text, knowledge_source=answer.source)
     return "answered"
 
 

@@ -36,6 +36,12 @@ class Settings(BaseSettings):
     default_locale: str = Field("es", validation_alias=_env("COBRABOT_DEFAULT_LOCALE"))
     default_timezone: str = Field("America/Santiago", validation_alias=_env("COBRABOT_DEFAULT_TIMEZONE"))
     knowledge_dir: Path | None = Field(None, validation_alias=_env("COBRABOT_KNOWLEDGE_DIR"))
+    api_rate_limit: str = Field(
+        "1200/minute", validation_alias=_env("COBRABOT_API_RATE_LIMIT"), description="per API token (Flask-Limiter)"
+    )
+    login_rate_limit: str = Field(
+        "10/minute", validation_alias=_env("COBRABOT_LOGIN_RATE_LIMIT"), description="sign-in, per IP and per email"
+    )
 
     twilio_account_sid: str | None = Field(None, validation_alias=_env("TWILIO_ACCOUNT_SID"))
     twilio_auth_token: str | None = Field(None, validation_alias=_env("TWILIO_AUTH_TOKEN"))
@@ -59,10 +65,15 @@ class Settings(BaseSettings):
 
     openai_api_key: str | None = Field(None, validation_alias=_env("OPENAI_API_KEY"))
     llm_model: str = Field("gpt-4o-mini", validation_alias=_env("COBRABOT_LLM_MODEL"))
+    llm_timeout_seconds: float = Field(4.0, gt=0, le=60, validation_alias=_env("COBRABOT_LLM_TIMEOUT_SECONDS"))
+    llm_rephrase: bool = Field(False, validation_alias=_env("COBRABOT_LLM_REPHRASE"))
 
     stripe_api_key: str | None = Field(None, validation_alias=_env("STRIPE_API_KEY"))
     stripe_webhook_secret: str | None = Field(None, validation_alias=_env("STRIPE_WEBHOOK_SECRET"))
     stripe_api_url: str | None = Field(None, validation_alias=_env("COBRABOT_STRIPE_API_URL"))
+    mercadopago_access_token: str | None = Field(None, validation_alias=_env("COBRABOT_MERCADOPAGO_ACCESS_TOKEN"))
+    mercadopago_webhook_secret: str | None = Field(None, validation_alias=_env("COBRABOT_MERCADOPAGO_WEBHOOK_SECRET"))
+    mercadopago_api_url: str | None = Field(None, validation_alias=_env("COBRABOT_MERCADOPAGO_API_URL"))
 
     @field_validator("database_url")
     @classmethod
@@ -84,12 +95,23 @@ class Settings(BaseSettings):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value or None
 
+    @field_validator("api_rate_limit", "login_rate_limit")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ValueError("must be a rate like 10/minute or 100 per hour") from None
+        return value
+
     @field_validator("public_url", mode="before")
     @classmethod
     def _public_url_default(cls, value: object) -> object:
         return value or DEFAULT_PUBLIC_URL
 
-    @field_validator("public_url", "twilio_api_url", "telegram_api_url", "stripe_api_url")
+    @field_validator("public_url", "twilio_api_url", "telegram_api_url", "stripe_api_url", "mercadopago_api_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is None or value == "":
@@ -137,6 +159,11 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown IANA time zone {value!r}") from exc
         return value
+
+    @property
+    def llm_enabled(self) -> bool:
+        """Configuration alone switches the LLM understanding path on: a key and a model name."""
+        return bool(self.openai_api_key and self.llm_model.strip())
 
     @property
     def is_sqlite(self) -> bool:

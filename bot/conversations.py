@@ -6,7 +6,7 @@ import hmac
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import dateparser
 from pydantic import ValidationError
@@ -16,9 +16,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, joinedload
 
 from bot.debtors import balances, national_id_tail, open_invoices, secret_hash
-from bot.domain import Clock, ConversationState, InboundMessage, OutboundMessage, Reply, Turn
+from bot.domain import Clock, ConversationState, FaqAnswer, InboundMessage, OutboundMessage, Reply, Turn
 from bot.effects import Effects
 from bot.engine import DebtorFacts, DialogEngine
+from bot.i18n import language_of
 from bot.models import Conversation, Creditor, Debtor, Message, Outbox
 from bot.negotiation import DEFAULT_POLICY, NegotiationPolicy
 from bot.portal import PortalTokens
@@ -31,6 +32,26 @@ logger = logging.getLogger(__name__)
 
 # Channels whose replies travel back in the HTTP response instead of through the outbox.
 SYNCHRONOUS_CHANNELS = frozenset({"webchat"})
+
+
+# Replies an LLM may reword (COBRABOT_LLM_REPHRASE): conversational texts only. Legal and identity texts
+# (validation notice, opt-out and dispute confirmations, verification), knowledge answers, receipts and portal
+# labels are always sent exactly as written.
+REPHRASABLE = frozenset(
+    {
+        "greeting_balance", "balance_detail", "thanks", "not_understood", "offer_human", "payment_link_sent",
+        "promise_confirmed", "ask_promise_date", "ask_promise_amount", "promise_invalid_date",
+        "promise_invalid_amount", "hardship_intro", "plan_offer", "plan_counter_accepted", "plan_closest",
+        "plan_refused", "plan_created", "plan_ask_counter", "plan_expired", "plan_rejected", "plan_wait_prompt",
+        "ask_payment_reference", "already_paid_received", "faq_no_answer", "handoff_human",
+    }
+)  # fmt: skip
+
+
+class Rephraser(Protocol):
+    """bot/nlu/rephrase.py: rewords a reply, or returns it unchanged when the rewording adds any fact."""
+
+    def rephrase(self, text: str, language: str, *, message_id: int | None = None) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +73,8 @@ class ConversationService:
         portal: PortalTokens,
         secret_key: str,
         knowledge: KnowledgeBase | None = None,
+        *,
+        rephraser: Rephraser | None = None,
     ) -> None:
         self.database = database
         self.locks = locks
@@ -60,6 +83,7 @@ class ConversationService:
         self.portal = portal
         self.secret_key = secret_key
         self.knowledge = knowledge
+        self.rephraser = rephraser
 
     def receive(self, message: InboundMessage, debtor_id: int, *, verified: bool = False) -> Received:
         """Handle one message from a known debtor; `verified` marks a channel that proves identity itself."""
@@ -80,6 +104,8 @@ class ConversationService:
         facts = _facts(session, debtor, self.secret_key, self._faq(debtor.creditor.slug))
         # The turn is computed before the dedupe insert so the intent goes into that one INSERT; a duplicate's
         # turn is thrown away with the rolled-back transaction (the engine itself writes nothing).
+        if refresh := getattr(self.engine.flows, "refresh", None):  # bot/flow_store.py: published flows
+            refresh(session, conversation.flow_name)
         turn = self.engine.handle(_state_of(conversation), message, facts, self.clock)
         if _insert_inbound(session, conversation, message, turn) is None:
             logger.info("duplicate inbound channel=%s conversation=%s", message.channel, conversation.id)
@@ -105,12 +131,12 @@ class ConversationService:
         uow.commit()
         return Received(replies, conversation_id=conversation.id)
 
-    def _faq(self, creditor_slug: str) -> Callable[[str, str], str | None] | None:
+    def _faq(self, creditor_slug: str) -> Callable[[str, str], FaqAnswer | None] | None:
         if self.knowledge is None:
             return None
         answer = faq_answerer(self.knowledge, creditor_slug)
 
-        def guarded(text: str, locale: str) -> str | None:
+        def guarded(text: str, locale: str) -> FaqAnswer | None:
             try:
                 return answer(text, locale)
             except DocumentError:
@@ -145,6 +171,8 @@ class ConversationService:
         rows = []
         for reply in turn.replies:
             text = renderer.render(reply.template_key, debtor.locale, conversation.channel, outputs | reply.variables)
+            if self.rephraser and conversation.identity_verified_at and reply.template_key in REPHRASABLE:
+                text = self.rephraser.rephrase(text, language_of(debtor.locale))
             row = Message(
                 conversation_id=conversation.id,
                 debtor_id=debtor.id,
@@ -152,6 +180,7 @@ class ConversationService:
                 channel=conversation.channel,
                 body=text,
                 template_key=reply.template_key,
+                knowledge_source=reply.variables.get("knowledge_source"),
                 delivery_status="delivered" if synchronous else "queued",
                 created_at=now,
             )
@@ -227,7 +256,7 @@ def _apply_state(conversation: Conversation, turn: Turn, message: InboundMessage
 
 
 def _facts(
-    session: Session, debtor: Debtor, secret_key: str, faq: Callable[[str, str], str | None] | None
+    session: Session, debtor: Debtor, secret_key: str, faq: Callable[[str, str], FaqAnswer | None] | None
 ) -> DebtorFacts:
     invoices = open_invoices(session, debtor.id)
     # A debtor rarely owes in two currencies; then the bot speaks of the one falling due first.

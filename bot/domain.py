@@ -135,6 +135,14 @@ class OutboundMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class FaqAnswer:
+    """An answer from the knowledge base and the title of the document it came from (shown to agents)."""
+
+    text: str
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
 class Reply:
     """What the engine wants said: a template key plus the facts to fill it with."""
 

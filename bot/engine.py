@@ -14,7 +14,7 @@ from datetime import date, datetime
 from typing import Any
 
 from bot.actions import ActionContext, run_action
-from bot.domain import Clock, ConversationState, InboundMessage, Intent, Money, Reply, Turn
+from bot.domain import Clock, ConversationState, FaqAnswer, InboundMessage, Intent, Money, Reply, Turn
 from bot.i18n import language_of
 from bot.negotiation import NegotiationPolicy
 from bot.nlu import Understander, Understanding
@@ -44,7 +44,7 @@ class DebtorFacts:
     next_due_date: date | None
     policy: NegotiationPolicy = field(default_factory=NegotiationPolicy)
     identity_check: Callable[[str], bool] = lambda _answer: False
-    faq: Callable[[str, str], str | None] | None = None
+    faq: Callable[[str, str], FaqAnswer | None] | None = None
 
 
 class DialogEngine:
@@ -185,7 +185,7 @@ class _Run:
         if answer:
             # Not a flow intent, but the knowledge base knows the answer: that is understanding enough.
             self.slots.pop("_misunderstood", None)
-            self.say("faq_answer", answer=answer)
+            self.say("faq_answer", answer=answer.text, knowledge_source=answer.source)
             return
         count = int(self.slots.get("_misunderstood", 0)) + 1
         if count >= MISUNDERSTOOD_BEFORE_HUMAN:

@@ -220,6 +220,8 @@ class Message(Base):
     intent: Mapped[str | None] = mapped_column(String(32))
     confidence: Mapped[float | None]
     sent_by_agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
+    # The knowledge-base document a reply quoted ("faq" answers), shown to agents beside the message.
+    knowledge_source: Mapped[str | None] = mapped_column(String(300))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     status_updated_at: Mapped[datetime | None]
 

@@ -9,10 +9,11 @@ from datetime import timedelta
 from prometheus_client import CollectorRegistry
 
 from bot.config import Settings
-from bot.conversations import ConversationService
+from bot.conversations import ConversationService, Rephraser
 from bot.dispatch import Dispatcher
 from bot.domain import Clock, utcnow
 from bot.engine import DialogEngine
+from bot.flow_store import PublishedFlows
 from bot.identify import TelegramLinks
 from bot.inbound import InboundService
 from bot.nlu import Understander
@@ -61,14 +62,25 @@ def bootstrap(
             logger.warning("channel %s disabled: %s", channel, reason)
     logger.info("channels enabled: %s", ", ".join(settings.enabled_channels()))
     portal = PortalTokens(settings.secret_key, settings.public_url)
+    metrics = CollectorRegistry()
+    rephraser = None
     if nlu is None:
         from bot.nlu.offline import OfflineNLU  # trains a small model: only when no understander is injected
 
         nlu = OfflineNLU()
-    engine = DialogEngine(nlu)
+        if settings.llm_enabled:
+            nlu, rephraser = _language_model(settings, nlu, metrics)
+    engine = DialogEngine(nlu, PublishedFlows(database))  # managers' published flows win over the files
     registry = registry or ChannelRegistry()
     conversations = ConversationService(
-        database, locks, engine, clock, portal, settings.secret_key, KnowledgeBase(settings.knowledge_dir)
+        database,
+        locks,
+        engine,
+        clock,
+        portal,
+        settings.secret_key,
+        KnowledgeBase(settings.knowledge_dir),
+        rephraser=rephraser,
     )
     telegram_links = TelegramLinks(settings.secret_key)
     return Services(
@@ -89,4 +101,22 @@ def bootstrap(
         conversations=conversations,
         portal=portal,
         clock=clock,
+        metrics=metrics,
     )
+
+
+def _language_model(
+    settings: Settings, offline: Understander, registry: CollectorRegistry
+) -> tuple[Understander, Rephraser | None]:
+    """OPENAI_API_KEY and COBRABOT_LLM_MODEL set: the LLM reads messages (the offline NLU is its fallback) and,
+    with COBRABOT_LLM_REPHRASE, may reword replies. langchain is imported only here."""
+    from bot.nlu.llm import LLMMetrics, llm_understander, openai_chat_model
+    from bot.nlu.rephrase import Rephraser as LLMRephraser
+
+    metrics = LLMMetrics(registry)
+    understander = llm_understander(settings, offline, metrics)
+    if not settings.llm_rephrase or settings.openai_api_key is None:
+        return understander, None
+    timeout = settings.llm_timeout_seconds
+    model = openai_chat_model(settings.openai_api_key, settings.llm_model, timeout, json_mode=False)
+    return understander, LLMRephraser(model, metrics, timeout=timeout)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 
+from bot.domain import FaqAnswer
 from bot.nlu import language_of, normalize
 from knowledge.loader import Document, load_documents
 
@@ -154,9 +155,7 @@ class KnowledgeBase:
         if not ranked or not self.is_confident(ranked):
             return None
         best = ranked[0]
-        document = best.document
-        source = Source(document.id, document.title, document.path, document.creditor)
-        return Answer(text=document.answer, source=source, score=round(best.score, 4))
+        return Answer(text=best.document.answer, source=_source(best.document), score=round(best.score, 4))
 
     def rank(self, question: str, locale: str, creditor: str | None = None) -> list[Match]:
         """All documents of the locale's language (creditor's versions first-class), best match first."""
@@ -183,11 +182,16 @@ class KnowledgeBase:
             return self._indexes[key]
 
 
-def faq_answerer(kb: KnowledgeBase, creditor: str | None) -> Callable[[str, str], str | None]:
-    """The engine's `faq(text, locale)` port for one creditor: the answer text, or None to offer a person."""
+def _source(document: Document) -> Source:
+    return Source(document.id, document.title, document.path, document.creditor)
 
-    def faq(text: str, locale: str) -> str | None:
+
+def faq_answerer(kb: KnowledgeBase, creditor: str | None) -> Callable[[str, str], FaqAnswer | None]:
+    """The engine's `faq(text, locale)` port for one creditor: the answer and its source, or None to offer a
+    person."""
+
+    def faq(text: str, locale: str) -> FaqAnswer | None:
         answer = kb.answer(text, locale, creditor)
-        return answer.text if answer else None
+        return FaqAnswer(answer.text, answer.source.title) if answer else None
 
     return faq

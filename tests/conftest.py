@@ -113,6 +113,7 @@ def settings(database_url: str) -> Settings:
         secret_key=TEST_SECRET,
         api_token=TEST_API_TOKEN,
         public_url=TEST_PUBLIC_URL,
+        openai_api_key=None,  # a developer's exported key must not send the suite's messages to OpenAI
     )
 
 
