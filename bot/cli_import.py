@@ -1,9 +1,11 @@
-"""`cobrabot import debtors FILE.csv`: bulk import of debtors and their invoices (format in docs/import.md)."""
+"""`cobrabot import debtors FILE.csv`: bulk import of debtors and their invoices (format in docs/import.md);
+`cobrabot import payments FILE.csv`: bank-statement reconciliation (docs/payments.md)."""
 
 from __future__ import annotations
 
 import csv
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn, TextIO
 
@@ -13,6 +15,8 @@ from tqdm import tqdm
 
 from bot.config import ConfigError, load_settings
 from bot.importer import CsvFileError, ImportReport, RowError, UnknownCreditorError, import_debtors
+from bot.payments.reconcile import StatementReport, import_statement
+from bot.payments.statements import FORMATS, StatementFileError, parse_mapping, statement_format
 from bot.store import Database
 
 ERRORS_SHOWN = 20
@@ -79,12 +83,14 @@ def import_debtors_command(
 class _ProgressBar:
     """A tqdm bar on stderr, opened once the file is scanned and its row count known (not before an error)."""
 
-    def __init__(self) -> None:
+    def __init__(self, unit: str = " rows", desc: str = "importing") -> None:
         self.bar: tqdm | None = None
+        self.unit = unit
+        self.desc = desc
 
     def __call__(self, done: int, total: int) -> None:
         if self.bar is None:
-            self.bar = tqdm(total=total, unit=" rows", file=sys.stderr, desc="importing")
+            self.bar = tqdm(total=total, unit=self.unit, file=sys.stderr, desc=self.desc)
         self.bar.update(done - self.bar.n)
 
     def close(self) -> None:
@@ -124,6 +130,64 @@ def _write_errors(handle: TextIO, errors: list[RowError]) -> None:
     writer.writerow(["row", "external_ref", "field", "reason"])
     writer.writerows([error.row, error.external_ref, error.field, error.reason] for error in errors)
     handle.flush()
+
+
+@import_group.command("payments")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--format", "format_name", required=True, type=click.Choice(sorted(FORMATS)), help="Statement format.")
+@click.option("--creditor", "creditor_slug", required=True, help="Slug of the creditor whose account it is.")
+@click.option("--mapping", multiple=True, help="Column or setting override, e.g. amount=Monto or date_format=%d-%m-%Y.")
+def import_payments_command(file: Path, format_name: str, creditor_slug: str, mapping: tuple[str, ...]) -> None:
+    """Reconcile the bank statement FILE: credits become payments, suggestions or queue entries (docs/payments.md).
+
+    Exits 0 when every line was read, 1 when some lines were rejected (the others are imported), 2 when nothing
+    could be imported. The same file again changes nothing.
+    """
+    try:
+        settings = load_settings()
+        fmt = statement_format(format_name, parse_mapping(mapping))
+        data = file.read_bytes()
+    except (ConfigError, StatementFileError) as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot read {file}: {exc.strerror}")
+    database = Database(settings.database_url)
+    bar = _ProgressBar(unit=" lines", desc="reconciling")
+    try:
+        report = import_statement(
+            database, data, file.name, fmt, creditor_slug, now=_now(), actor="cli", settings=settings, progress=bar
+        )
+    except (StatementFileError, UnknownCreditorError) as exc:
+        _fail(str(exc))
+    except SQLAlchemyError as exc:
+        _fail(f"database error ({type(exc).__name__}): {str(getattr(exc, 'orig', exc)).splitlines()[0]}")
+    finally:
+        bar.close()
+        database.dispose()
+    _print_statement_summary(report)
+    for error in report.errors[:ERRORS_SHOWN]:
+        click.echo(f"  line {error.line_no}: {error.reason}", err=True)
+    if len(report.errors) > ERRORS_SHOWN:
+        click.echo(f"  ... and {len(report.errors) - ERRORS_SHOWN} more", err=True)
+    sys.exit(1 if report.errors else 0)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _print_statement_summary(report: StatementReport) -> None:
+    if report.already_imported:
+        click.echo(f"already imported: this file is batch {report.batch_id}; nothing changed")
+    click.echo(f"lines read:       {report.lines}")
+    click.echo(f"credits:          {report.credits}")
+    click.echo(f"matched:          {report.matched}")
+    click.echo(f"suggested:        {report.suggested}")
+    click.echo(f"unmatched:        {report.unmatched}")
+    click.echo(f"skipped debits:   {report.debits}")
+    click.echo(f"errors:           {len(report.errors)}")
+    click.echo(f"already imported: {report.seen_before if not report.already_imported else report.credits}")
+    click.echo(f"time:             {report.seconds:.2f} s ({report.lines_per_second:,.0f} lines/s)")
 
 
 def _fail(message: str) -> NoReturn:

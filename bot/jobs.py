@@ -51,11 +51,24 @@ def plan_reminders_job(services: Services) -> dict[str, int]:
     return report.as_dict()
 
 
+def expire_payment_links(services: Services) -> dict[str, int]:
+    """Mark active or pending payment links past their expiry as expired (one set-based UPDATE)."""
+    from bot.payments.links import expire_links
+
+    with services.database.unit_of_work() as uow:
+        expired = expire_links(uow.session, services.clock())
+        uow.commit()
+    if expired:
+        logger.info("payment links expired: %d", expired)
+    return {"expired": expired}
+
+
 # name -> (function, interval in seconds). The scheduler fires each; the worker registers each as a task.
 JOBS: dict[str, tuple[Callable[[Services], dict[str, int]], int]] = {
     "dispatch_outbox": (dispatch_outbox, 5),
     "promise_maintenance": (promise_maintenance, 15 * 60),
     "plan_reminders": (plan_reminders_job, 300),
+    "expire_payment_links": (expire_payment_links, 15 * 60),
 }
 
 

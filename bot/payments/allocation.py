@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from bot import audit
 from bot.debtors import FieldError
 from bot.domain import Money
-from bot.models import Debtor, Invoice, Payment, PaymentAllocation
+from bot.models import Debtor, Installment, Invoice, Payment, PaymentAllocation, PaymentPlan
 from bot.promises import keep_paid_promises
 
 # Invoices the automatic order pays down; a payer may still name a disputed invoice explicitly.
@@ -189,3 +189,94 @@ def _named_invoice(session: Session, debtor: Debtor, number: str | None, currenc
     if invoice.currency != currency:
         raise FieldError("invoice_number", f"the invoice is in {invoice.currency}, the payment in {currency}")
     return invoice.id
+
+
+@dataclass(frozen=True, slots=True)
+class Reversal:
+    """What one refund or chargeback changed: minor units taken back now, and per invoice."""
+
+    reversed_minor: int
+    invoices: dict[int, int]
+
+
+def refund_payment(
+    session: Session, payment: Payment, refunded_total_minor: int, actor: str, now: datetime, *, reason: str
+) -> Reversal:
+    """Bring `payment.refunded_minor` up to the provider's refunded total, reversing allocations newest first.
+
+    Providers report the running total (Stripe's `amount_refunded`, Mercado Pago's `transaction_amount_refunded`),
+    so a replayed or out-of-order notification reverses only the difference, never twice. Afterwards
+    sum(allocations) == amount - refunded: the refunded money is owed again, none is created or lost.
+    """
+    target = min(max(refunded_total_minor, 0), payment.amount_minor)
+    delta = target - payment.refunded_minor
+    if delta <= 0:
+        return Reversal(0, {})
+    reopened = _reverse_newest_first(session, payment, delta)
+    payment.refunded_minor = target
+    if target == payment.amount_minor:
+        payment.status = "refunded" if reason != "chargeback" else "charged_back"
+    audit.record(
+        session, actor, f"payment.{reason}", payment, amount_minor=delta, refunded_minor=target, invoices=reopened
+    ).occurred_at = now
+    return Reversal(delta, reopened)
+
+
+def _reverse_newest_first(session: Session, payment: Payment, amount_minor: int) -> dict[int, int]:
+    remaining = amount_minor
+    per_invoice: dict[int, int] = {}
+    for allocation in sorted(payment.allocations, key=lambda row: row.id, reverse=True):
+        if remaining == 0:
+            break
+        taken = min(remaining, allocation.amount_minor)
+        remaining -= taken
+        if allocation.invoice_id is not None:
+            _give_back_to_invoice(session, allocation.invoice_id, taken)
+            per_invoice[allocation.invoice_id] = per_invoice.get(allocation.invoice_id, 0) + taken
+        if allocation.installment_id is not None:
+            _give_back_to_installment(session, allocation.installment_id, taken)
+        if taken == allocation.amount_minor:
+            payment.allocations.remove(allocation)  # amounts are positive by constraint: a spent share goes
+        else:
+            allocation.amount_minor -= taken
+    session.flush()
+    return per_invoice
+
+
+def _give_back_to_invoice(session: Session, invoice_id: int, amount_minor: int) -> None:
+    invoice = session.scalars(select(Invoice).where(Invoice.id == invoice_id).with_for_update()).one_or_none()
+    if invoice is None:
+        return
+    invoice.balance_minor = min(invoice.amount_minor, invoice.balance_minor + amount_minor)
+    if invoice.status == "paid" and invoice.balance_minor > 0:
+        invoice.status = "open"
+
+
+def _give_back_to_installment(session: Session, installment_id: int, amount_minor: int) -> None:
+    installment = session.get(Installment, installment_id)
+    if installment is None:
+        return
+    installment.paid_minor = max(installment.paid_minor - amount_minor, 0)
+    if installment.status == "paid" and installment.paid_minor < installment.amount_minor:
+        installment.status = "pending"
+        plan = session.get(PaymentPlan, installment.plan_id)
+        if plan is not None and plan.status == "completed":
+            plan.status = "active"
+
+
+def pay_installment(session: Session, payment: Payment, installment_id: int, now: datetime) -> Installment | None:
+    """Credit a payment made through an installment's link to that installment (its allocations name it),
+    and complete the plan when every installment is paid."""
+    installment = session.get(Installment, installment_id)
+    if installment is None:
+        return None
+    for allocation in payment.allocations:
+        allocation.installment_id = installment.id
+    installment.paid_minor = min(installment.amount_minor, installment.paid_minor + payment.amount_minor)
+    if installment.paid_minor >= installment.amount_minor:
+        installment.status = "paid"
+    plan = session.get_one(PaymentPlan, installment.plan_id)
+    if plan.status == "active" and all(item.status == "paid" for item in plan.installments):
+        plan.status = "completed"
+        audit.record(session, "system", "plan.completed", plan, payment_id=payment.id).occurred_at = now
+    return installment

@@ -1,27 +1,55 @@
 """Payment links: one link pays exactly its amount for one invoice, installment or settlement.
 
 A link is signed and expiring through the portal token mechanism, has a short SMS-friendly code, and is
-fulfilled by a provider behind `PaymentProvider`: the portal's own pay page, or a hosted checkout (Stripe)
-the debtor is redirected to, so card data never touches Cobrabot.
+fulfilled by a provider behind `PaymentProvider`: the portal's own pay page, or a hosted checkout (Stripe,
+Mercado Pago) the debtor is redirected to, so card data never touches Cobrabot.
+
+A hosted checkout is an HTTP call to the provider, so `open_checkout` keeps it outside every transaction: the
+link is stored and committed as `pending`, the provider is called, and a second short transaction makes the
+link `active` with its URL (or `failed`). On SQLite a transaction holds the database's write lock, and a slow
+provider must not stall every other writer.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from bot import audit
 from bot.domain import Money
 from bot.models import Debtor, Installment, Invoice, PaymentLink, PaymentPlan
 from bot.portal import PortalTokens
+from bot.store import Database
 from bot.templates import TemplateRenderer
 
+logger = logging.getLogger(__name__)
 PURPOSES = ("invoice", "installment", "settlement")
 DEFAULT_LIFETIME = timedelta(days=7)
+# Statuses a link can still become paid from; `pending` is a link whose hosted checkout is being created.
+OPEN_STATUSES = ("active", "pending")
+
+
+@dataclass(frozen=True, slots=True)
+class CheckoutRequest:
+    """Everything a provider needs to open a checkout for a stored link: plain values, no ORM rows, because
+    the provider is called after the transaction that stored the link has ended."""
+
+    link_id: int
+    token: str
+    short_code: str
+    debtor_id: int
+    locale: str
+    amount: Money
+    description: str
+    success_url: str
+    cancel_url: str
+    expires_at: datetime
 
 
 class PaymentProvider(Protocol):
@@ -29,9 +57,7 @@ class PaymentProvider(Protocol):
 
     name: str
 
-    def create_checkout(
-        self, link: PaymentLink, debtor: Debtor, success_url: str, cancel_url: str, description: str
-    ) -> tuple[str, str | None]: ...
+    def create_checkout(self, request: CheckoutRequest) -> tuple[str, str | None]: ...
 
 
 class PortalProvider:
@@ -42,10 +68,12 @@ class PortalProvider:
     def __init__(self, public_url: str) -> None:
         self.public_url = public_url.rstrip("/")
 
-    def create_checkout(
-        self, link: PaymentLink, debtor: Debtor, success_url: str, cancel_url: str, description: str
-    ) -> tuple[str, str | None]:
-        return f"{self.public_url}/l/{link.short_code}", None
+    def create_checkout(self, request: CheckoutRequest) -> tuple[str, str | None]:
+        return f"{self.public_url}/l/{request.short_code}", None
+
+
+class CheckoutFailed(Exception):
+    """The provider could not open a checkout; the link was kept as `failed` with this message audited."""
 
 
 class LinkError(ValueError):
@@ -83,23 +111,91 @@ def create_link(
     now: datetime,
     invoice_id: int | None = None,
     installment_id: int | None = None,
-    provider: PaymentProvider | None = None,
     lifetime: timedelta = DEFAULT_LIFETIME,
 ) -> PaymentLink:
-    """Store a link for `debtor` and let the provider (portal by default) give it its payable URL."""
-    provider = provider or PortalProvider(tokens.public_url)
+    """Store a portal link for `debtor` inside the caller's transaction (no I/O: the URL is our own)."""
+    link, request = _store_link(
+        session, tokens, debtor, amount, purpose, "portal", now, invoice_id, installment_id, lifetime, "active"
+    )
+    link.url, link.provider_ref = PortalProvider(tokens.public_url).create_checkout(request)
+    return link
+
+
+def open_checkout(
+    database: Database,
+    tokens: PortalTokens,
+    debtor_id: int,
+    amount: Money,
+    purpose: str,
+    *,
+    provider: PaymentProvider,
+    now: datetime,
+    invoice_id: int | None = None,
+    installment_id: int | None = None,
+    lifetime: timedelta = DEFAULT_LIFETIME,
+) -> PaymentLink:
+    """Store a link, commit, call the provider with no transaction open, then record its URL in a second one.
+
+    Raises LinkError before anything is stored, CheckoutFailed (link kept as `failed`) when the provider fails.
+    """
+    with database.session() as session:
+        debtor = session.get(Debtor, debtor_id)
+        if debtor is None:
+            raise LinkError("no such debtor")
+        link, request = _store_link(
+            session, tokens, debtor, amount, purpose, provider.name, now, invoice_id, installment_id, lifetime
+        )
+        session.commit()
+    try:
+        url, provider_ref = provider.create_checkout(request)
+    except Exception as exc:
+        _mark_failed(database, request.link_id, provider.name, exc, now)
+        raise CheckoutFailed(f"{provider.name} could not open a checkout: {exc}") from exc
+    with database.session() as session:
+        link = session.get_one(PaymentLink, request.link_id)
+        link.url, link.provider_ref = url, provider_ref
+        if link.status == "pending":  # a webhook or the expiry job may have moved it on meanwhile
+            link.status = "active"
+        session.commit()
+    return link
+
+
+def _mark_failed(database: Database, link_id: int, provider: str, error: Exception, now: datetime) -> None:
+    logger.warning("%s checkout for payment link %s failed: %s", provider, link_id, error)
+    with database.session() as session:
+        link = session.get_one(PaymentLink, link_id)
+        link.status = "failed"
+        failed = audit.record(session, "system", "payment_link.failed", link, provider=provider, error=str(error)[:500])
+        failed.occurred_at = now
+        session.commit()
+
+
+def _store_link(
+    session: Session,
+    tokens: PortalTokens,
+    debtor: Debtor,
+    amount: Money,
+    purpose: str,
+    provider: str,
+    now: datetime,
+    invoice_id: int | None,
+    installment_id: int | None,
+    lifetime: timedelta,
+    status: str = "pending",
+) -> tuple[PaymentLink, CheckoutRequest]:
     invoice = _check_target(session, debtor, amount, purpose, invoice_id, installment_id)
     token, expires_at = tokens.issue(debtor.id, lifetime, now=now)  # unique: every token carries a nonce
     link = PaymentLink(
         debtor_id=debtor.id,
         token=token,
         short_code=secrets.token_urlsafe(6),
-        provider=provider.name,
+        provider=provider,
         purpose=purpose,
         invoice_id=invoice_id,
         installment_id=installment_id,
         amount_minor=amount.minor,
         currency=amount.currency,
+        status=status,
         expires_at=expires_at,
         created_at=now,
     )
@@ -111,14 +207,23 @@ def create_link(
         "*",
         {"creditor_name": debtor.creditor.name, "invoice_number": invoice.number if invoice else None},
     )
-    portal_page = tokens.url(token)
-    link.url, link.provider_ref = provider.create_checkout(
-        link, debtor, f"{portal_page}?paid={link.id}", portal_page, description
-    )
     audit.record(
-        session, "system", "payment_link.created", link, provider=link.provider, amount_minor=amount.minor
+        session, "system", "payment_link.created", link, provider=provider, amount_minor=amount.minor
     ).occurred_at = now
-    return link
+    portal_page = tokens.url(token)
+    request = CheckoutRequest(
+        link_id=link.id,
+        token=token,
+        short_code=link.short_code,
+        debtor_id=debtor.id,
+        locale=debtor.locale,
+        amount=amount,
+        description=description,
+        success_url=f"{portal_page}?paid={link.id}",
+        cancel_url=portal_page,
+        expires_at=expires_at,
+    )
+    return link, request
 
 
 def _check_target(
@@ -180,3 +285,21 @@ def reusable_link(
 def mark_paid(session: Session, link: PaymentLink, payment_id: int, now: datetime) -> None:
     link.status = "paid"
     audit.record(session, "system", "payment_link.paid", link, payment_id=payment_id).occurred_at = now
+
+
+def mark_expired(session: Session, link: PaymentLink, now: datetime, reason: str) -> None:
+    """A provider said the checkout is over (e.g. Stripe's `checkout.session.expired`)."""
+    if link.status in OPEN_STATUSES:
+        link.status = "expired"
+        audit.record(session, "system", "payment_link.expired", link, reason=reason).occurred_at = now
+
+
+def expire_links(session: Session, now: datetime) -> int:
+    """Mark every open link past its expiry as expired, in one set-based UPDATE; how many changed."""
+    result = session.execute(
+        update(PaymentLink)
+        .where(PaymentLink.status.in_(OPEN_STATUSES), PaymentLink.expires_at <= now)
+        .values(status="expired")
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

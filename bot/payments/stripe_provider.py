@@ -10,7 +10,7 @@ import stripe
 from bot.config import Settings
 from bot.domain import Money
 from bot.i18n import language_of
-from bot.models import Debtor, PaymentLink
+from bot.payments.links import CheckoutRequest
 
 logger = logging.getLogger(__name__)
 
@@ -73,11 +73,8 @@ class StripeProvider:
             return None
         return cls(settings.stripe_api_key, settings.stripe_api_url)
 
-    def create_checkout(
-        self, link: PaymentLink, debtor: Debtor, success_url: str, cancel_url: str, description: str
-    ) -> tuple[str, str | None]:
-        money = Money(link.amount_minor, link.currency)
-        metadata = {"payment_link_id": str(link.id), "debtor_id": str(debtor.id)}
+    def create_checkout(self, request: CheckoutRequest) -> tuple[str, str | None]:
+        metadata = {"payment_link_id": str(request.link_id), "debtor_id": str(request.debtor_id)}
         session = self._client.v1.checkout.sessions.create(
             params={
                 "mode": "payment",
@@ -85,21 +82,21 @@ class StripeProvider:
                     {
                         "quantity": 1,
                         "price_data": {
-                            "currency": link.currency.lower(),
-                            "unit_amount": to_stripe_amount(money),
-                            "product_data": {"name": description},
+                            "currency": request.amount.currency.lower(),
+                            "unit_amount": to_stripe_amount(request.amount),
+                            "product_data": {"name": request.description},
                         },
                     }
                 ],
-                "client_reference_id": str(link.id),
+                "client_reference_id": str(request.link_id),
                 "metadata": metadata,
                 "payment_intent_data": {"metadata": metadata},
-                "locale": language_of(debtor.locale),
-                "success_url": success_url,
-                "cancel_url": cancel_url,
+                "locale": language_of(request.locale),
+                "success_url": request.success_url,
+                "cancel_url": request.cancel_url,
             },
             # Stripe replays the first answer for a retried key, so a network retry never makes two sessions.
-            options={"idempotency_key": f"cobrabot-payment-link-{link.id}-{link.token[-12:]}"},
+            options={"idempotency_key": f"cobrabot-payment-link-{request.link_id}-{request.token[-12:]}"},
         )
-        logger.info("stripe checkout session %s created for payment link %s", session.id, link.id)
+        logger.info("stripe checkout session %s created for payment link %s", session.id, request.link_id)
         return str(session.url), str(session.id)

@@ -13,9 +13,10 @@ from sqlalchemy.orm import Session
 from bot.domain import BadPayload, InvalidSignature, Money
 from bot.i18n import format_date, format_money, language_of
 from bot.models import Debtor, Invoice, Payment
-from bot.payments.links import create_link, reusable_link
-from bot.payments.stripe_provider import StripeProvider
-from bot.payments.webhook import handle_stripe
+from bot.payments.links import CheckoutFailed, open_checkout, reusable_link
+from bot.payments.mercadopago_provider import MercadoPagoFailure, MercadoPagoProvider
+from bot.payments.providers import checkout_provider
+from bot.payments.webhook import MercadoPagoNotification, Outcome, handle_mercadopago, handle_stripe
 from bot.portal import ExpiredPortalToken, InvalidPortalToken
 from bot.services import Services
 from bot.templates import TemplateRenderer
@@ -23,7 +24,8 @@ from bot.web.errors import json_error
 
 logger = logging.getLogger(__name__)
 blueprint = Blueprint("payments", __name__)
-# Stripe expires a Checkout Session after 24 hours; the link must not outlive it.
+# Stripe expires a Checkout Session after 24 hours; the link must not outlive it (Mercado Pago's preference is
+# given the link's expiry).
 CHECKOUT_LIFETIME = timedelta(hours=23)
 PAY_TEXTS = ("pay_title", "pay_amount", "pay_instructions", "pay_back")
 RECEIPT_TEXTS = (
@@ -46,21 +48,46 @@ def services() -> Services:
 
 @blueprint.post("/webhooks/payments/<provider>")
 def webhook(provider: str) -> Response:
-    svc = services()
-    if provider != "stripe":
+    if provider not in ("stripe", "mercadopago"):
         return json_error(404, "unknown_provider", f"no payment provider called {provider!r}")
-    if not svc.settings.stripe_webhook_secret:
-        return json_error(404, "provider_disabled", "STRIPE_WEBHOOK_SECRET is not configured")
     try:
-        outcome = handle_stripe(
-            request.get_data(), request.headers.get("Stripe-Signature", ""), svc.settings, svc.database, svc.clock
-        )
-    except InvalidSignature:
-        logger.warning("payment webhook from %s with an invalid signature rejected", provider)
+        outcome = _stripe_webhook() if provider == "stripe" else _mercadopago_webhook()
+    except InvalidSignature as exc:
+        logger.warning("payment webhook from %s with an invalid signature rejected: %s", provider, exc)
         return json_error(403, "invalid_signature", "the request signature did not verify")
     except BadPayload as exc:
         return json_error(400, "bad_payload", str(exc))
+    except MercadoPagoFailure as exc:
+        # Not the sender's fault: a non-2xx answer makes Mercado Pago deliver the notification again later.
+        logger.warning("mercadopago notification not processed: %s", exc)
+        return json_error(502, "provider_unavailable", "the payment could not be read from Mercado Pago")
+    if isinstance(outcome, Response):
+        return outcome
     return Response(f'{{"status": "{outcome.result}"}}', mimetype="application/json")
+
+
+def _stripe_webhook() -> Outcome | Response:
+    svc = services()
+    if not svc.settings.stripe_webhook_secret:
+        return json_error(404, "provider_disabled", "STRIPE_WEBHOOK_SECRET is not configured")
+    return handle_stripe(
+        request.get_data(), request.headers.get("Stripe-Signature", ""), svc.settings, svc.database, svc.clock
+    )
+
+
+def _mercadopago_webhook() -> Outcome | Response:
+    svc = services()
+    provider = MercadoPagoProvider.from_settings(svc.settings)
+    if provider is None or not svc.settings.mercadopago_webhook_secret:
+        message = "COBRABOT_MERCADOPAGO_ACCESS_TOKEN/COBRABOT_MERCADOPAGO_WEBHOOK_SECRET are not configured"
+        return json_error(404, "provider_disabled", message)
+    notification = MercadoPagoNotification(
+        body=request.get_data(),
+        data_id=request.args.get("data.id"),
+        signature=request.headers.get("x-signature", ""),
+        request_id=request.headers.get("x-request-id", ""),
+    )
+    return handle_mercadopago(notification, svc.settings, svc.database, svc.clock, provider)
 
 
 def _debtor(session: Session, token: str) -> Debtor:
@@ -84,8 +111,9 @@ def _texts(session: Session, debtor: Debtor, keys: tuple[str, ...], **variables:
 
 @blueprint.get("/p/<token>/pay/<invoice_number>")
 def pay(token: str, invoice_number: str) -> Response | str:
-    """With Stripe configured: a single-purpose link for the invoice's balance and a redirect to Checkout.
-    Without: the portal's own page with the amount and how to pay."""
+    """With a hosted checkout configured (Stripe or Mercado Pago): a single-purpose link for the invoice's
+    balance and a redirect to the checkout. Without (or if the checkout cannot be opened): the portal's own page
+    with the amount and how to pay."""
     svc = services()
     now = svc.clock()
     with svc.database.session() as session:
@@ -96,33 +124,44 @@ def pay(token: str, invoice_number: str) -> Response | str:
         if invoice is None or invoice.status not in ("open", "disputed") or invoice.balance_minor <= 0:
             abort(404)
         amount = Money(invoice.balance_minor, invoice.currency)
-        stripe_provider = StripeProvider.from_settings(svc.settings)
-        if stripe_provider is not None:
-            link = reusable_link(session, debtor.id, invoice.id, stripe_provider.name, amount, now)
-            if link is None:
-                link = create_link(
-                    session,
-                    svc.portal,
-                    debtor,
-                    amount,
-                    "invoice",
-                    invoice_id=invoice.id,
-                    provider=stripe_provider,
-                    now=now,
-                    lifetime=CHECKOUT_LIFETIME,
-                )
-                session.commit()
-            return redirect(link.url or "", code=303)
-        texts = _texts(session, debtor, PAY_TEXTS, invoice_number=invoice.number, amount=amount)
-        return render_template(
-            "pay.html",
-            texts=texts,
-            lang=language_of(debtor.locale),
-            token=token,
-            invoice_number=invoice.number,
-            amount=format_money(amount, debtor.locale),
-            due=format_date(invoice.due_date, debtor.locale, "long"),
+        provider = checkout_provider(svc.settings, debtor.creditor)
+        if provider is not None:
+            link = reusable_link(session, debtor.id, invoice.id, provider.name, amount, now)
+            if link is not None:
+                return redirect(link.url or "", code=303)
+        page = _pay_page(session, debtor, token, invoice, amount)
+        debtor_id, invoice_id = debtor.id, invoice.id
+    # The session is closed: the provider's HTTP call must not hold a transaction (SQLite's write lock).
+    if provider is None:
+        return page
+    try:
+        link = open_checkout(
+            svc.database,
+            svc.portal,
+            debtor_id,
+            amount,
+            "invoice",
+            invoice_id=invoice_id,
+            provider=provider,
+            now=now,
+            lifetime=CHECKOUT_LIFETIME,
         )
+    except CheckoutFailed as exc:
+        logger.warning("pay button fell back to the portal page: %s", exc)
+        return page
+    return redirect(link.url or "", code=303)
+
+
+def _pay_page(session: Session, debtor: Debtor, token: str, invoice: Invoice, amount: Money) -> str:
+    return render_template(
+        "pay.html",
+        texts=_texts(session, debtor, PAY_TEXTS, invoice_number=invoice.number, amount=amount),
+        lang=language_of(debtor.locale),
+        token=token,
+        invoice_number=invoice.number,
+        amount=format_money(amount, debtor.locale),
+        due=format_date(invoice.due_date, debtor.locale, "long"),
+    )
 
 
 @blueprint.get("/p/<token>/receipts/<int:payment_id>")

@@ -9,8 +9,9 @@ import pytest
 from sqlalchemy import select
 
 from bot.domain import Money
-from bot.models import AuditEvent, Debtor, Installment, Invoice, PaymentLink, PaymentPlan
+from bot.models import AuditEvent, Debtor, Installment, Invoice, PaymentPlan
 from bot.payments.links import (
+    CheckoutRequest,
     LinkError,
     LinkUnusable,
     PortalProvider,
@@ -179,7 +180,18 @@ def test_an_active_link_for_the_same_invoice_and_amount_is_reused(
         assert reusable_link(session, debtor.id, invoice.id, "portal", amount, clock()) is None
 
 
-def test_portal_provider_points_at_the_short_link() -> None:
-    link = PaymentLink(short_code="abc123", amount_minor=1, currency="CLP")
+def test_portal_provider_points_at_the_short_link(clock: FixedClock) -> None:
+    request = CheckoutRequest(
+        link_id=1,
+        token="t",
+        short_code="abc123",
+        debtor_id=1,
+        locale="es",
+        amount=Money(1, "CLP"),
+        description="d",
+        success_url="s",
+        cancel_url="c",
+        expires_at=clock(),
+    )
     provider = PortalProvider(TEST_PUBLIC_URL + "/")
-    assert provider.create_checkout(link, Debtor(), "s", "c", "d") == (f"{TEST_PUBLIC_URL}/l/abc123", None)
+    assert provider.create_checkout(request) == (f"{TEST_PUBLIC_URL}/l/abc123", None)

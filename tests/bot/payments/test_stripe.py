@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from bot.config import Settings, load_settings
 from bot.domain import BadPayload, InvalidSignature, Money
 from bot.models import (
+    AuditEvent,
     Debtor,
     Invoice,
     Message,
@@ -27,7 +28,7 @@ from bot.models import (
     PromiseToPay,
     ScheduledReminder,
 )
-from bot.payments.links import create_link
+from bot.payments.links import CheckoutFailed, open_checkout
 from bot.payments.stripe_provider import StripeProvider, UnsupportedAmount, from_stripe_amount, to_stripe_amount
 from bot.payments.webhook import handle_stripe
 from bot.portal import PortalTokens
@@ -103,19 +104,8 @@ def _link_via_stripe(
     provider = StripeProvider.from_settings(settings)
     assert provider is not None
     with db.session() as session:
-        invoice = session.scalars(select(Invoice).where(Invoice.number == number)).one()
-        link = create_link(
-            session,
-            TOKENS,
-            session.get(Debtor, debtor.id),
-            money,
-            "invoice",
-            invoice_id=invoice.id,
-            provider=provider,
-            now=clock(),
-        )
-        session.commit()
-        return link
+        invoice_id = session.scalars(select(Invoice.id).where(Invoice.number == number)).one()
+    return open_checkout(db, TOKENS, debtor.id, money, "invoice", invoice_id=invoice_id, provider=provider, now=clock())
 
 
 @pytest.mark.parametrize(("currency", "amount", "unit_amount"), [("CLP", "45990", "45990"), ("USD", "120.50", "12050")])
@@ -156,15 +146,18 @@ def test_checkout_session_through_the_real_sdk(
     assert not any(key.startswith(("card", "payment_method_data")) for key in form)
 
 
-def test_a_failed_checkout_creation_leaves_no_link(
+def test_a_failed_checkout_creation_leaves_a_failed_link_that_cannot_be_paid(
     db: Database, make_debtor: Callable[..., Debtor], stripe_settings: Settings, standin: StandIn, clock: FixedClock
 ) -> None:
     debtor = make_debtor()
     standin.respond("POST", "/v1/checkout/sessions", 400, {"error": {"type": "invalid_request_error", "message": "x"}})
-    with pytest.raises(Exception, match="x"):
+    with pytest.raises(CheckoutFailed, match=r"stripe could not open a checkout: .*x"):
         _link_via_stripe(db, debtor, stripe_settings, clock, Money(45990, "CLP"))
     with db.session() as session:
-        assert session.scalar(select(func.count()).select_from(PaymentLink)) == 0
+        link = session.scalars(select(PaymentLink)).one()
+        assert (link.status, link.url, link.provider_ref) == ("failed", None, None)
+        audited = session.scalars(select(AuditEvent).where(AuditEvent.action == "payment_link.failed")).one()
+        assert audited.subject_id == str(link.id) and "x" in audited.data["error"]
 
 
 @pytest.fixture
