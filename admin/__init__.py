@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Flask, redirect, url_for
 from werkzeug.wrappers import Response
 
-from admin import auth, cases, debtors, inbox
+from admin import auth, cases, debtors, flows, inbox, policy_editor, reconciliation, template_editor
 
 
 def register(app: Flask) -> None:
@@ -24,6 +24,10 @@ def register(app: Flask) -> None:
     console.register_blueprint(inbox.blueprint)
     console.register_blueprint(cases.blueprint)
     console.register_blueprint(debtors.blueprint)
+    console.register_blueprint(flows.blueprint)
+    console.register_blueprint(template_editor.blueprint)
+    console.register_blueprint(policy_editor.blueprint)
+    console.register_blueprint(reconciliation.blueprint)
     auth.init_login(app)
     app.register_blueprint(console)
 
