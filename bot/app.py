@@ -12,6 +12,7 @@ from bot.config import Settings, load_settings
 from bot.services import Services, bootstrap
 from bot.web import api, ops, payments, portal, unsubscribe, webhooks
 from bot.web.errors import json_error
+from bot.web.limits import install_limits
 from channels import build_registry
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     admin.register(app)
     app.register_blueprint(api.blueprint, url_prefix="/api/v1")
     ops.install_request_metrics(app, services)
+    install_limits(app, settings)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
     return app

@@ -82,24 +82,31 @@ return tostring(wait)
 
 
 class RedisRateLimiter:
-    """Shared buckets in Redis; if Redis is unreachable, limits continue in-process (and it is logged)."""
+    """Shared buckets in Redis; if Redis is unreachable, limits continue in-process (logged once per outage)."""
 
     def __init__(self, client: Any, prefix: str = "cobrabot:rate:") -> None:
         self._script = client.register_script(_BUCKET_LUA)
         self._prefix = prefix
         self._fallback = LocalRateLimiter()
+        self.redis_down = False
 
     def acquire(self, key: str, rate: Rate) -> float:
         try:
-            return float(self._script(keys=[self._prefix + key], args=[rate.per_second, rate.burst]))
+            wait = float(self._script(keys=[self._prefix + key], args=[rate.per_second, rate.burst]))
         except Exception as exc:  # redis.RedisError and connection errors: degrade, never stop sending
-            logger.warning("rate limiter falling back to in-process: %s", type(exc).__name__)
+            if not self.redis_down:
+                logger.warning("redis unreachable (%s): rate limits degrade to in-process", type(exc).__name__)
+            self.redis_down = True
             return self._fallback.acquire(key, rate)
+        if self.redis_down:
+            self.redis_down = False
+            logger.warning("redis reachable again: rate limits are shared again")
+        return wait
 
 
 def make_rate_limiter(redis_url: str | None) -> RateLimiter:
     if not redis_url:
         return LocalRateLimiter()
-    import redis
+    from bot.store import redis_client
 
-    return RedisRateLimiter(redis.Redis.from_url(redis_url, socket_timeout=2))
+    return RedisRateLimiter(redis_client(redis_url))

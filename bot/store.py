@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -151,27 +152,64 @@ class LocalLocks:
 
 
 class RedisLocks:
-    """Cluster-wide locks with a lease, so a crashed holder cannot block a conversation forever."""
+    """Cluster-wide locks with a lease, so a crashed holder cannot block a conversation forever.
+
+    The key is always held in-process first, so this process's threads stay serialised even while Redis is
+    unreachable; then Redis serialises processes. When Redis is down the lock degrades to in-process only (and
+    says so once in the log) instead of failing the webhook: one process stays correct, and the database row
+    lock (PostgreSQL) or write lock (SQLite) still guards the conversation's state across processes.
+    """
 
     def __init__(self, client: Any, lease_seconds: float = 30.0) -> None:
         self.client = client
         self.lease_seconds = lease_seconds
+        self.local = LocalLocks()
+        self.redis_down = False
 
     @contextlib.contextmanager
     def hold(self, key: str, timeout: float = 30.0) -> Iterator[None]:
+        started = time.monotonic()
+        with self.local.hold(key, timeout):
+            remaining = max(timeout - (time.monotonic() - started), 0.0)
+            lock = self._acquire(key, remaining)
+            try:
+                yield
+            finally:
+                if lock is not None:
+                    with contextlib.suppress(Exception):
+                        lock.release()
+
+    def _acquire(self, key: str, timeout: float) -> Any:
+        """The Redis lock, or None when Redis is unreachable (degraded: the in-process lock alone holds)."""
+        import redis
+
         lock = self.client.lock(f"cobrabot:lock:{key}", timeout=self.lease_seconds, blocking_timeout=timeout)
-        if not lock.acquire():
-            raise TimeoutError(f"lock {key} not acquired in {timeout}s")
         try:
-            yield
-        finally:
-            with contextlib.suppress(Exception):
-                lock.release()
+            acquired = lock.acquire()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            self._mark_down(exc)
+            return None
+        if not acquired:
+            raise TimeoutError(f"lock {key} not acquired in {timeout}s")
+        if self.redis_down:
+            self.redis_down = False
+            logger.warning("redis reachable again: conversation locks are cluster-wide again")
+        return lock
+
+    def _mark_down(self, exc: Exception) -> None:
+        if not self.redis_down:
+            logger.warning("redis unreachable (%s): conversation locks degrade to in-process", type(exc).__name__)
+        self.redis_down = True
+
+
+def redis_client(redis_url: str) -> Any:
+    """A client that fails fast: an unreachable Redis must cost a request milliseconds, not a hang."""
+    import redis
+
+    return redis.Redis.from_url(redis_url, socket_connect_timeout=1, socket_timeout=2)
 
 
 def make_locks(redis_url: str | None) -> ConversationLocks:
     if not redis_url:
         return LocalLocks()
-    import redis
-
-    return RedisLocks(redis.Redis.from_url(redis_url))
+    return RedisLocks(redis_client(redis_url))

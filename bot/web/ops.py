@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.services import Services
+from bot.store import redis_client
 
 logger = logging.getLogger(__name__)
 blueprint = Blueprint("ops", __name__)
@@ -19,10 +20,16 @@ def services() -> Services:
     return current_app.extensions["cobrabot"]
 
 
+# What runs in-process instead of cluster-wide while Redis is unreachable (see docs/reliability.md).
+REDIS_BACKED = ["locks", "rate_limits"]
+
+
 @blueprint.get("/healthz")
 def healthz() -> tuple[Response, int]:
+    """200 "ok"; 200 "degraded" when Redis is down (we keep serving, in-process); 503 when the database is."""
     svc = services()
     checks: dict[str, object] = {}
+    degraded: list[str] = []
     healthy = True
     try:
         svc.database.ping()
@@ -32,11 +39,27 @@ def healthz() -> tuple[Response, int]:
         checks["database"] = "unreachable"
         healthy = False
     checks["locks"] = "redis" if svc.settings.redis_url else "in-process"
+    if svc.settings.redis_url:
+        checks["redis"] = "ok" if _redis_answers(svc.settings.redis_url) else "down"
+        if checks["redis"] == "down":
+            degraded = list(REDIS_BACKED)
     checks["channels"] = {
         name: "enabled" if reason is None else f"disabled: {reason}"
         for name, reason in svc.settings.channel_status().items()
     }
-    return jsonify(status="ok" if healthy else "degraded", checks=checks), 200 if healthy else 503
+    status = "ok" if healthy and not degraded else "degraded"
+    return jsonify(status=status, checks=checks, degraded=degraded), 200 if healthy else 503
+
+
+def _redis_answers(redis_url: str) -> bool:
+    client = redis_client(redis_url)
+    try:
+        return bool(client.ping())
+    except Exception as exc:  # any redis/socket error means "down" here; the reason goes to the log
+        logger.warning("health check: redis unreachable: %s", type(exc).__name__)
+        return False
+    finally:
+        client.close()
 
 
 @blueprint.get("/metrics")
