@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import TYPE_CHECKING, NoReturn
 
@@ -84,10 +85,15 @@ def serve(host: str, port: int, threads: int, demo: bool, no_jobs: bool) -> None
     from bot.demo import prepare_demo
     from bot.scheduler import build_scheduler
 
+    if demo:
+        # The demo's Pay button settles invoices in test mode, so the whole payment loop can be tried locally.
+        os.environ.setdefault("COBRABOT_SANDBOX_PAYMENTS", "true")
     settings = _settings()
     if demo:
         for line in prepare_demo(settings):
             click.echo(line)
+        if settings.sandbox_payments:
+            click.echo("  Payments: sandbox (the portal's Pay button settles invoices; no money moves)")
     services = _services()
     app = create_app(services=services)
     if not no_jobs and not settings.redis_url:
@@ -127,14 +133,15 @@ def scheduler() -> None:
 
 @main.command()
 @click.option("--concurrency", default=2, show_default=True, type=click.IntRange(1, 64))
-def worker(concurrency: int) -> None:
+@click.option("--queue", default=None, help="Redis queue to read and send tasks to (default: celery).")
+def worker(concurrency: int, queue: str | None) -> None:
     """Run a Celery worker for the background jobs (needs COBRABOT_REDIS_URL)."""
     from bot.tasks import make_celery
 
     services = _services()
     if not services.settings.redis_url:
         _fail("the worker needs COBRABOT_REDIS_URL; without Redis, `cobrabot scheduler` runs the jobs in-process")
-    app = make_celery(services)
+    app = make_celery(services, queue)
     app.worker_main(["worker", "--loglevel=INFO", f"--concurrency={concurrency}", "--without-gossip"])
 
 

@@ -70,6 +70,11 @@ class Settings(BaseSettings):
 
     stripe_api_key: str | None = Field(None, validation_alias=_env("STRIPE_API_KEY"))
     stripe_webhook_secret: str | None = Field(None, validation_alias=_env("STRIPE_WEBHOOK_SECRET"))
+    sandbox_payments: bool = Field(
+        False,
+        validation_alias=_env("COBRABOT_SANDBOX_PAYMENTS"),
+        description="the portal's Pay button settles invoices with no money moving (demo only)",
+    )
     stripe_api_url: str | None = Field(None, validation_alias=_env("COBRABOT_STRIPE_API_URL"))
     mercadopago_access_token: str | None = Field(None, validation_alias=_env("COBRABOT_MERCADOPAGO_ACCESS_TOKEN"))
     mercadopago_webhook_secret: str | None = Field(None, validation_alias=_env("COBRABOT_MERCADOPAGO_WEBHOOK_SECRET"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
@@ -13,6 +14,7 @@ from sqlalchemy.orm import Session
 from bot.domain import BadPayload, InvalidSignature, Money
 from bot.i18n import format_date, format_money, language_of
 from bot.models import Debtor, Invoice, Payment
+from bot.payments import sandbox
 from bot.payments.links import CheckoutFailed, open_checkout, reusable_link
 from bot.payments.mercadopago_provider import MercadoPagoFailure, MercadoPagoProvider
 from bot.payments.providers import checkout_provider
@@ -27,7 +29,7 @@ blueprint = Blueprint("payments", __name__)
 # Stripe expires a Checkout Session after 24 hours; the link must not outlive it (Mercado Pago's preference is
 # given the link's expiry).
 CHECKOUT_LIFETIME = timedelta(hours=23)
-PAY_TEXTS = ("pay_title", "pay_amount", "pay_instructions", "pay_back")
+PAY_TEXTS = ("pay_title", "pay_amount", "pay_instructions", "pay_back", "pay_sandbox_button", "pay_sandbox_note")
 RECEIPT_TEXTS = (
     "receipt_title",
     "receipt_creditor",
@@ -152,9 +154,28 @@ def pay(token: str, invoice_number: str) -> Response | str:
     return redirect(link.url or "", code=303)
 
 
+@blueprint.post("/p/<token>/pay/<invoice_number>/sandbox")
+def pay_in_sandbox(token: str, invoice_number: str) -> Response:
+    """The demo's Pay button (COBRABOT_SANDBOX_PAYMENTS): settle the invoice, then show the receipt."""
+    svc = services()
+    if not svc.settings.sandbox_payments:
+        abort(404)
+    with svc.database.unit_of_work() as uow:
+        debtor = _debtor(uow.session, token)
+        try:
+            payment = sandbox.pay_invoice(
+                uow.session, debtor.id, invoice_number, request.form.get("key", ""), svc.settings, svc.clock()
+            )
+        except sandbox.SandboxRefused as exc:
+            abort(400, description=str(exc))
+        uow.commit()
+    return redirect(f"/p/{token}/receipts/{payment.id}", code=303)
+
+
 def _pay_page(session: Session, debtor: Debtor, token: str, invoice: Invoice, amount: Money) -> str:
     return render_template(
         "pay.html",
+        sandbox_key=secrets.token_urlsafe(24) if services().settings.sandbox_payments else None,
         texts=_texts(session, debtor, PAY_TEXTS, invoice_number=invoice.number, amount=amount),
         lang=language_of(debtor.locale),
         token=token,
