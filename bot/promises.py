@@ -32,9 +32,9 @@ def local_today(debtor: Debtor, now: datetime) -> date:
 
 
 def paid_since_promise(session: Session, promise: PromiseToPay) -> int:
-    """What the debtor paid, in the promise's currency, since the promise was made."""
+    """What the debtor paid (less refunds), in the promise's currency, since the promise was made."""
     total = session.scalar(
-        select(func.coalesce(func.sum(Payment.amount_minor), 0)).where(
+        select(func.coalesce(func.sum(Payment.amount_minor - Payment.refunded_minor), 0)).where(
             Payment.debtor_id == promise.debtor_id,
             Payment.currency == promise.currency,
             Payment.status == "confirmed",

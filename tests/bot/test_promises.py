@@ -107,3 +107,24 @@ def test_a_payment_made_before_the_promise_does_not_count(db, make_debtor):
             )
         )
         assert resolve_promises(session, datetime(2026, 11, 28, 12, tzinfo=UTC)).broken == 1
+
+
+def test_a_partly_refunded_payment_counts_only_what_was_kept(db, make_debtor):
+    debtor = make_debtor()
+    promise_id = promise(db, debtor)
+    with db.session() as session:
+        session.add(
+            Payment(
+                creditor_id=debtor.creditor_id,
+                debtor_id=debtor.id,
+                provider="stripe",
+                provider_payment_id="p-refunded",
+                amount_minor=50_000,
+                refunded_minor=20_000,  # the provider gave 20,000 back: 30,000 < the 50,000 promised
+                currency="CLP",
+                received_at=datetime(2026, 11, 26, 12, tzinfo=UTC),
+            )
+        )
+        run = resolve_promises(session, datetime(2026, 11, 26, 13, tzinfo=UTC))
+        session.commit()
+        assert run.kept == 0 and session.get(PromiseToPay, promise_id).status == "pending"
