@@ -423,6 +423,7 @@ ERROR_RESPONSES = {
     "409": ("Conflict", "A concurrent request changed the same resource, or a payment reference is reused"),
     "413": ("PayloadTooLarge", "The body is larger than 5 MiB"),
     "422": ("Unprocessable", "Invalid fields; `fields` names each one as a dotted path"),
+    "429": ("RateLimited", "Too many requests for this token (COBRABOT_API_RATE_LIMIT); see Retry-After"),
     "503": ("ApiDisabled", "No API token is configured (COBRABOT_API_TOKEN), so the API is off"),
 }
 SLUG_PARAM = {
@@ -492,7 +493,7 @@ def _operation(
     responses: dict[str, Any] = {
         code: _json(components.ref(model, "serialization"), description) for code, (model, description) in ok.items()
     }
-    for code in ("401", "503", *errors):
+    for code in ("401", "429", "503", *errors):
         responses[code] = {"$ref": f"#/components/responses/{ERROR_RESPONSES[code][0]}"}
     operation: dict[str, Any] = {"operationId": operation_id, "summary": summary, "responses": responses}
     if parameters:
@@ -581,6 +582,9 @@ def document() -> dict[str, Any]:
     responses = {name: _json(error, description) for name, description in ERROR_RESPONSES.values()}
     responses["Unauthorized"]["headers"] = {
         "WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer"},
+    }
+    responses["RateLimited"]["headers"] = {
+        "Retry-After": {"schema": {"type": "string"}, "description": "Seconds until the limit resets"},
     }
     return {
         "openapi": "3.1.0",

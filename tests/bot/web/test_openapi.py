@@ -81,7 +81,7 @@ def test_document_declares_bearer_auth_and_every_error_answer() -> None:
     for path, method in OPERATIONS:
         responses = spec["paths"][path][method]["responses"]
         if path != "/openapi.json":
-            assert {"401", "503"} <= responses.keys(), (method, path)
+            assert {"401", "429", "503"} <= responses.keys(), (method, path)
         if "requestBody" in spec["paths"][path][method]:
             assert {"400", "422"} <= responses.keys(), (method, path)
 
