@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bot.audit import record
@@ -239,21 +240,32 @@ class Dispatcher:
         return sids.get(locale) or sids.get(locale.split("-")[0])
 
     def _sent(self, outbox_id: int, result: SendResult, report: DispatchReport) -> None:
+        try:
+            self._record_sent(outbox_id, result.provider_message_id, result.status, None)
+        except IntegrityError:
+            # The provider answered with an id another message already holds. The message did go out: record it
+            # as sent without the id (a retry would send it again) and say why, for whoever reads the trail.
+            logger.error("outbox %s: provider id already recorded on another message; stored without it", outbox_id)
+            clash = f"provider id {result.provider_message_id} already recorded on another message"
+            self._record_sent(outbox_id, None, result.status, clash)
+        report.sent += 1
+
+    def _record_sent(self, outbox_id: int, provider_id: str | None, status: str, note: str | None) -> None:
         now = self.clock()
         with self.database.unit_of_work() as uow:
             row = uow.session.get(Outbox, outbox_id)
             if row is None:
                 return
             row.status, row.lease_owner, row.lease_until = "sent", None, None
-            row.message.provider_message_id = result.provider_message_id
-            row.message.delivery_status = result.status
+            row.last_error = note or row.last_error
+            row.message.provider_message_id = provider_id
+            row.message.delivery_status = status
             row.message.status_updated_at = now
             if row.message.conversation_id:
                 conversation = uow.session.get(Conversation, row.message.conversation_id)
                 if conversation is not None:
                     conversation.last_outbound_at = now
             uow.commit()
-        report.sent += 1
 
     def _retry(self, outbox_id: int, error: str, retry_after: float | None, report: DispatchReport) -> None:
         with self.database.unit_of_work() as uow:

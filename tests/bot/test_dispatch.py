@@ -342,3 +342,29 @@ def test_a_message_in_flight_counts_against_the_cap_of_the_next_one(services, di
     first, second = dispatcher._lease()
     assert isinstance(dispatcher._prepare(first), tuple)  # cleared and now being sent by "another worker"
     assert dispatcher._prepare(second) == "deferred"  # one bot message a day: the in-flight one counts
+
+
+class SameIdChannel(CollectingChannel):
+    """A provider that answers every send with the same id (a buggy sandbox, or an id we already hold)."""
+
+    def send(self, message: OutboundMessage) -> SendResult:
+        super().send(message)
+        return SendResult("SM-the-same-id")
+
+
+def test_a_provider_id_already_recorded_still_marks_the_message_sent_once(services, make_debtor, db):
+    registry = ChannelRegistry()
+    provider = SameIdChannel("sms")
+    registry.register(provider)
+    dispatcher = Dispatcher(services.database, registry, services.clock, whatsapp_templates={}, rates={})
+    debtor = make_debtor()
+    queue_reply(services, debtor, "hola")
+    queue_reply(services, debtor, "cuánto debo")
+    assert dispatcher.run_once().sent == len(provider.sent) >= 2
+    assert dispatcher.run_once().sent == 0  # recorded as sent: never sent again
+    with db.session() as session:
+        rows = session.scalars(select(Outbox)).all()
+        ids = [session.get(Message, row.message_id).provider_message_id for row in rows]
+    assert {row.status for row in rows} == {"sent"}
+    assert ids.count("SM-the-same-id") == 1  # the id stays with the first message; the others keep theirs empty
+    assert any("already recorded" in (row.last_error or "") for row in rows)
