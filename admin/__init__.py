@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Flask, redirect, url_for
 from werkzeug.wrappers import Response
 
-from admin import auth, cases, debtors, flows, inbox, policy_editor, reconciliation, template_editor
+from admin import agents_admin, auth, cases, debtors, flows, inbox, policy_editor, reconciliation, template_editor
 
 
 def register(app: Flask) -> None:
@@ -28,6 +28,7 @@ def register(app: Flask) -> None:
     console.register_blueprint(template_editor.blueprint)
     console.register_blueprint(policy_editor.blueprint)
     console.register_blueprint(reconciliation.blueprint)
+    console.register_blueprint(agents_admin.blueprint)
     auth.init_login(app)
     app.register_blueprint(console)
 
