@@ -43,6 +43,14 @@ def csrf_token(client: FlaskClient, path: str = "/admin/login") -> str:
     return match.group(1)
 
 
+def signed_in(console: Flask, database: Database, email: str, role: str) -> FlaskClient:
+    """A test client signed in as a new account with `role`."""
+    add_agent(database, email, role=role)
+    client = console.test_client()
+    assert sign_in(client, email).status_code == 302
+    return client
+
+
 def sign_in(client: FlaskClient, email: str, password: str = PASSWORD) -> TestResponse:
     token = csrf_token(client)
     return client.post("/admin/login", data={"email": email, "password": password, "csrf_token": token})

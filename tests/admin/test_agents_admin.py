@@ -8,16 +8,10 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from bot.models import Agent, AuditEvent
-from bot.services import Services
 from bot.store import Database
-from tests.admin import PASSWORD, add_agent, console_app, csrf_token, sign_in
+from tests.admin import PASSWORD, add_agent, csrf_token, sign_in
 
 NEW_PASSWORD = "another long passphrase"
-
-
-@pytest.fixture
-def console(services: Services) -> Flask:
-    return console_app(services)
 
 
 @pytest.fixture

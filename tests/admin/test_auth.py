@@ -12,17 +12,11 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from bot.models import Agent, AuditEvent, Conversation, Debtor
-from bot.services import Services
 from bot.store import Database
-from tests.admin import PASSWORD, add_agent, agent_row, console_app, csrf_token, handed_off, sign_in
+from tests.admin import PASSWORD, add_agent, agent_row, csrf_token, handed_off, sign_in
 from tests.conftest import FixedClock
 
 PUBLIC = {"admin.auth.login", "admin.static"}
-
-
-@pytest.fixture
-def console(services: Services) -> Flask:
-    return console_app(services)
 
 
 @pytest.fixture

@@ -11,20 +11,14 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from bot.models import AuditEvent, Case, Debtor, Invoice, Message
-from bot.services import Services
 from bot.store import Database
-from tests.admin import add_agent, console_app, csrf_token, handed_off, sign_in
+from tests.admin import add_agent, csrf_token, handed_off, sign_in
 from tests.conftest import FixedClock
 
 INVOICES = [
     {"number": "F-1", "amount": "45990", "due_date": "2026-12-05"},
     {"number": "F-2", "amount": "10000", "due_date": "2026-12-20"},
 ]
-
-
-@pytest.fixture
-def console(services: Services) -> Flask:
-    return console_app(services)
 
 
 @pytest.fixture

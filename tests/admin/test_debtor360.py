@@ -26,15 +26,9 @@ from bot.models import (
     PaymentPlan,
     PromiseToPay,
 )
-from bot.services import Services
 from bot.store import Database
-from tests.admin import add_agent, console_app, csrf_token, sign_in
+from tests.admin import add_agent, csrf_token, sign_in
 from tests.conftest import TEST_PUBLIC_URL, FixedClock
-
-
-@pytest.fixture
-def console(services: Services) -> Flask:
-    return console_app(services)
 
 
 @pytest.fixture

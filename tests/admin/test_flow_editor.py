@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
@@ -15,7 +14,7 @@ from bot.models import AuditEvent, Creditor, Debtor, FlowVersion, Message, Outbo
 from bot.services import Services
 from bot.store import Database
 from flows import FLOWS_DIR
-from tests.admin import add_agent, console_app, csrf_token, sign_in
+from tests.admin import csrf_token
 
 SHIPPED = (FLOWS_DIR / "collections.yaml").read_text(encoding="utf-8")
 # The start node asks with another public text: a visible, valid change.
@@ -25,28 +24,6 @@ BROKEN = SHIPPED.replace(
 )
 RETRY_ES = "Esos datos no coinciden con nuestros registros."
 ASK_ES = "¿me indica los últimos 4 dígitos"
-
-
-@pytest.fixture
-def console(services: Services) -> Flask:
-    return console_app(services)
-
-
-def _client(console: Flask, db: Database, email: str, role: str) -> FlaskClient:
-    add_agent(db, email, role=role)
-    client = console.test_client()
-    assert sign_in(client, email).status_code == 302
-    return client
-
-
-@pytest.fixture
-def boss(console: Flask, db: Database) -> FlaskClient:
-    return _client(console, db, "marta@cobrabot.example", "manager")
-
-
-@pytest.fixture
-def agent(console: Flask, db: Database) -> FlaskClient:
-    return _client(console, db, "ana@cobrabot.example", "agent")
 
 
 def _headers(client: FlaskClient) -> dict[str, str]:

@@ -21,11 +21,6 @@ TEMPLATES = {"greeting_balance": {"es": "HXgreeting"}}
 
 
 @pytest.fixture
-def console(services: Services) -> Flask:
-    return console_app(services)
-
-
-@pytest.fixture
 def agent_id(db: Database) -> int:
     return add_agent(db, "ana@cobrabot.example")
 

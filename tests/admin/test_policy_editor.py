@@ -6,16 +6,14 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from bot.campaigns import Cadences
 from bot.models import AuditEvent, Cadence, Creditor
 from bot.negotiation import NegotiationPolicy
-from bot.services import Services
 from bot.store import Database
-from tests.admin import add_agent, console_app, csrf_token, sign_in
+from tests.admin import csrf_token
 
 VALID = {
     "max_installments": "12",
@@ -30,28 +28,6 @@ VALID = {
     "hardship_max_installments": "24",
     "hardship_min_down_payment_pct": "0",
 }
-
-
-@pytest.fixture
-def console(services: Services) -> Flask:
-    return console_app(services)
-
-
-def _client(console: Flask, db: Database, email: str, role: str) -> FlaskClient:
-    add_agent(db, email, role=role)
-    client = console.test_client()
-    assert sign_in(client, email).status_code == 302
-    return client
-
-
-@pytest.fixture
-def boss(console: Flask, db: Database) -> FlaskClient:
-    return _client(console, db, "marta@cobrabot.example", "manager")
-
-
-@pytest.fixture
-def agent(console: Flask, db: Database) -> FlaskClient:
-    return _client(console, db, "ana@cobrabot.example", "agent")
 
 
 @pytest.fixture

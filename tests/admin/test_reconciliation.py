@@ -9,22 +9,15 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from bot.models import AuditEvent, Creditor, Debtor, ImportBatch, Payment, StatementLine
-from bot.services import Services
 from bot.store import Database
-from tests.admin import add_agent, console_app, csrf_token, sign_in
+from tests.admin import csrf_token
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "statement_bancoestado.csv"
 PEOPLE = [("C-1001", "Ana María Pérez", 45990), ("C-1002", "Jorge Muñoz", 10000), ("C-1003", "Camila Rojas", 30000)]
-
-
-@pytest.fixture
-def console(services: Services) -> Flask:
-    return console_app(services)
 
 
 @pytest.fixture
@@ -43,21 +36,9 @@ def debtors(make_creditor: Callable[..., Creditor], make_debtor: Callable[..., D
     return made
 
 
-def _signed_in(console: Flask, db: Database, email: str, role: str) -> FlaskClient:
-    add_agent(db, email, role=role)
-    client = console.test_client()
-    assert sign_in(client, email).status_code == 302
-    return client
-
-
 @pytest.fixture
-def boss(console: Flask, db: Database) -> FlaskClient:
-    return _signed_in(console, db, "marta@cobrabot.example", "manager")
-
-
-@pytest.fixture
-def web(console: Flask, db: Database) -> FlaskClient:
-    return _signed_in(console, db, "ana@cobrabot.example", "agent")
+def web(agent: FlaskClient) -> FlaskClient:
+    return agent
 
 
 def upload(client: FlaskClient, data: bytes, name: str = "cartola.csv", creditor: str = "aguas"):

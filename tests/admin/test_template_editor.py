@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
@@ -13,31 +12,9 @@ from bot.domain import InboundMessage
 from bot.models import AuditEvent, Debtor, Template
 from bot.services import Services
 from bot.store import Database
-from tests.admin import add_agent, console_app, csrf_token, sign_in
+from tests.admin import csrf_token
 
 PAGE = "/admin/templates/thanks?locale=es&channel=*"
-
-
-@pytest.fixture
-def console(services: Services) -> Flask:
-    return console_app(services)
-
-
-def _client(console: Flask, db: Database, email: str, role: str) -> FlaskClient:
-    add_agent(db, email, role=role)
-    client = console.test_client()
-    assert sign_in(client, email).status_code == 302
-    return client
-
-
-@pytest.fixture
-def boss(console: Flask, db: Database) -> FlaskClient:
-    return _client(console, db, "marta@cobrabot.example", "manager")
-
-
-@pytest.fixture
-def agent(console: Flask, db: Database) -> FlaskClient:
-    return _client(console, db, "ana@cobrabot.example", "agent")
 
 
 def _post(client: FlaskClient, key: str, body: str, action: str = "save", locale: str = "es", channel: str = "*"):

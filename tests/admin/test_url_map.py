@@ -8,14 +8,12 @@ import re
 
 import pytest
 from flask import Flask
-from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from werkzeug.routing import Rule
 
 from bot.models import AuditEvent, Base
-from bot.services import Services
 from bot.store import Database
-from tests.admin import add_agent, console_app, csrf_token, sign_in
+from tests.admin import csrf_token, signed_in
 
 # The lowest role each state-changing console route admits.
 ROLE_OF = {
@@ -45,6 +43,7 @@ ROLE_OF = {
     "admin.flows.save_draft": "manager",
     "admin.flows.validate": "manager",
     "admin.auth.logout": "agent",
+    "admin.language.choose": "agent",
     "admin.reconciliation.assign": "agent",
     "admin.reconciliation.confirm": "agent",
     "admin.reconciliation.ignore": "agent",
@@ -55,11 +54,6 @@ ROLE_OF = {
 ANONYMOUS_ALLOWED = {"admin.auth.login"}
 BELOW = {"agent": (), "manager": ("agent",), "admin": ("agent", "manager")}
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
-
-
-@pytest.fixture
-def console(services: Services) -> Flask:
-    return console_app(services)
 
 
 def _state_changing_rules(app: Flask) -> list[tuple[Rule, str]]:
@@ -85,13 +79,6 @@ def _snapshot(db: Database) -> dict[str, int]:
         }
 
 
-def _client(console: Flask, db: Database, role: str) -> FlaskClient:
-    add_agent(db, f"{role}@cobrabot.example", role=role)
-    client = console.test_client()
-    assert sign_in(client, f"{role}@cobrabot.example").status_code == 302
-    return client
-
-
 def test_every_state_changing_route_has_a_declared_role(console: Flask) -> None:
     assert {rule.endpoint for rule, _ in _state_changing_rules(console)} == set(ROLE_OF)
 
@@ -107,7 +94,7 @@ def test_without_sign_in_nothing_changes(console: Flask, db: Database) -> None:
 
 
 def test_without_a_csrf_token_even_an_admin_changes_nothing(console: Flask, db: Database) -> None:
-    admin = _client(console, db, "admin")
+    admin = signed_in(console, db, "admin@cobrabot.example", "admin")
     before = _snapshot(db)
     for rule, method in _state_changing_rules(console):
         response = admin.open(_concrete(rule), method=method, data={"text": "x"})
@@ -117,7 +104,7 @@ def test_without_a_csrf_token_even_an_admin_changes_nothing(console: Flask, db: 
 
 @pytest.mark.parametrize("role", ["agent", "manager"])
 def test_a_role_below_the_routes_gets_403_and_changes_nothing(console: Flask, db: Database, role: str) -> None:
-    client = _client(console, db, role)
+    client = signed_in(console, db, f"{role}@cobrabot.example", role)
     token = csrf_token(client, "/admin/inbox")
     before = _snapshot(db)
     audited = before[AuditEvent.__tablename__]
