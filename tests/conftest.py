@@ -142,8 +142,14 @@ def api_headers() -> dict[str, str]:
 @pytest.fixture
 def make_creditor(db: Database) -> Callable[..., Creditor]:
     def make(**fields: Any) -> Creditor:
-        values = {"slug": "aguas-andinas", "name": "Aguas del Valle", "country": "CL", "currency": "CLP",
-                  "default_locale": "es-CL", "timezone": "America/Santiago"} | fields
+        values = {
+            "slug": "aguas-andinas",
+            "name": "Aguas del Valle",
+            "country": "CL",
+            "currency": "CLP",
+            "default_locale": "es-CL",
+            "timezone": "America/Santiago",
+        } | fields
         with db.session() as session:
             creditor = Creditor(**values)
             session.add(creditor)

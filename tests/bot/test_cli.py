@@ -61,8 +61,17 @@ def test_portal_link_for_a_known_and_an_unknown_debtor(cli_env):
 
 def test_users_create_hashes_the_password_and_audits(cli_env):
     run(cli_env, "db", "upgrade")
-    result = run(cli_env, "users", "create", "--email", "Luisa@Example.com", "--role", "manager",
-                 "--password", "correct horse battery")
+    result = run(
+        cli_env,
+        "users",
+        "create",
+        "--email",
+        "Luisa@Example.com",
+        "--role",
+        "manager",
+        "--password",
+        "correct horse battery",
+    )
     assert result.exit_code == 0, result.output
     database = Database(cli_env["COBRABOT_DATABASE_URL"])
     with database.session() as session:

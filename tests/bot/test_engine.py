@@ -39,8 +39,9 @@ MEANINGS = {
         meaning("no reconozco esta deuda", Intent.DISPUTE),
         meaning("persona", Intent.HUMAN),
         meaning("pago el viernes", Intent.PROMISE_TO_PAY, dates=(date(2026, 11, 27),)),
-        meaning("pago el viernes 20 mil", Intent.PROMISE_TO_PAY, dates=(date(2026, 11, 27),),
-                amounts=(Money(20000, "CLP"),)),
+        meaning(
+            "pago el viernes 20 mil", Intent.PROMISE_TO_PAY, dates=(date(2026, 11, 27),), amounts=(Money(20000, "CLP"),)
+        ),
         meaning("el 30", Intent.UNKNOWN, dates=(date(2026, 11, 30),)),
         meaning("en cuotas", Intent.REQUEST_PLAN),
         meaning("acepto", Intent.ACCEPT),

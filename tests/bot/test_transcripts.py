@@ -34,8 +34,9 @@ def test_transcript(path: Path, services: Services, make_creditor, make_debtor, 
     channel = script.get("channel", "sms")
     sender = "portal" if channel == "webchat" else debtor.phone
     for number, turn in enumerate(script["turns"], start=1):
-        message = InboundMessage(channel, sender, turn["debtor"], provider_message_id=f"{path.stem}-{number}",
-                                 received_at=clock())
+        message = InboundMessage(
+            channel, sender, turn["debtor"], provider_message_id=f"{path.stem}-{number}", received_at=clock()
+        )
         received = services.conversations.receive(message, debtor.id, verified=script.get("verified", False))
         _check_turn(path.stem, number, turn, received.replies, db)
         clock.advance(minutes=turn.get("wait_minutes", 1))
@@ -46,14 +47,23 @@ def _debtor(script: dict[str, Any], make_creditor, make_debtor):
     creditor_fields = script.get("creditor", {})
     locale = script["locale"]
     if locale.startswith("en"):
-        creditor_fields = {"slug": "acme", "name": "Acme Power", "country": "US", "currency": "USD",
-                           "default_locale": "en-US", "timezone": "America/New_York"} | creditor_fields
-        defaults = {"name": "John Smith", "phone": "+1 415 555 2671", "locale": locale,
-                    "timezone": "America/New_York",
-                    "invoices": [{"number": "A-1", "amount": "240.00", "due_date": "2026-11-15"}]}
+        creditor_fields = {
+            "slug": "acme",
+            "name": "Acme Power",
+            "country": "US",
+            "currency": "USD",
+            "default_locale": "en-US",
+            "timezone": "America/New_York",
+        } | creditor_fields
+        defaults = {
+            "name": "John Smith",
+            "phone": "+1 415 555 2671",
+            "locale": locale,
+            "timezone": "America/New_York",
+            "invoices": [{"number": "A-1", "amount": "240.00", "due_date": "2026-11-15"}],
+        }
     else:
-        defaults = {"locale": locale,
-                    "invoices": [{"number": "F-1", "amount": "120000", "due_date": "2026-11-15"}]}
+        defaults = {"locale": locale, "invoices": [{"number": "F-1", "amount": "120000", "due_date": "2026-11-15"}]}
     creditor = make_creditor(**creditor_fields)
     return make_debtor(creditor=creditor, **(defaults | script.get("debtor", {})))
 
