@@ -4,7 +4,9 @@
     .venv/bin/python bench/campaign.py --database-url postgresql://postgres@127.0.0.1:5432/scratch
 
 Prints seconds and rows/s for scoring, planning (reminder rows) and messages queued, a second run that must plan
-nothing, and the peak RSS of the process.
+nothing, the peak RSS of the process, and how planning compares with a raw bulk insert of the same outbox rows
+into a scratch copy of the outbox table (executemany in batches; also COPY on PostgreSQL): the ratio is the raw
+insert's seconds over planning's seconds, i.e. planning's outbox rows/s as a share of the raw rows/s.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import MetaData, Table, func, insert, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -38,6 +40,9 @@ def main() -> None:
     parser.add_argument("--debtors", type=int, default=100_000)
     parser.add_argument("--database-url", default="", help="an empty database; default: a temporary SQLite file")
     parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument(
+        "--skip-score", action="store_true", help="plan without scoring first, so the peak RSS is planning's own"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cobrabench-campaign-") as workdir:
         url = load_settings(database_url=args.database_url or f"sqlite:///{Path(workdir) / 'bench.db'}").database_url
@@ -45,10 +50,10 @@ def main() -> None:
         upgrade(url)
         database = Database(url)
         try:
-            bench(database, args.debtors, args.batch_size)
+            bench(database, args.debtors, args.batch_size, score=not args.skip_score)
         finally:
             database.dispose()
-    print(f"peak RSS  {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    print(f"peak RSS  {_peak_rss_mib():.0f} MiB")
 
 
 def generate(database: Database, debtors: int) -> tuple[int, int]:
@@ -87,32 +92,79 @@ def _invoice(rng: random.Random, creditor_id: int, debtor_id: int, k: int) -> di
             "issued_on": date(2026, 9, 1)}  # fmt: skip
 
 
-def bench(database: Database, debtors: int, batch_size: int) -> None:
+def bench(database: Database, debtors: int, batch_size: int, *, score: bool = True) -> None:
     started = time.perf_counter()
     creditor_id, invoices = generate(database, debtors)
     print(f"data      {debtors} debtors, {invoices} invoices in {time.perf_counter() - started:.1f} s")
 
-    with database.session() as session:
-        started = time.perf_counter()
-        scored = score_debtors(session, creditor_id, NOW)
-        session.commit()
-    elapsed = time.perf_counter() - started
-    print(f"score     {scored} debtors in {elapsed:.1f} s = {scored / elapsed:,.0f} debtors/s")
+    print(f"          peak RSS so far {_peak_rss_mib():.0f} MiB")
+    if score:
+        with database.session() as session:
+            started = time.perf_counter()
+            scored = score_debtors(session, creditor_id, NOW)
+            session.commit()
+        elapsed = time.perf_counter() - started
+        print(f"score     {scored} debtors in {elapsed:.1f} s = {scored / elapsed:,.0f} debtors/s")
+        print(f"          peak RSS so far {_peak_rss_mib():.0f} MiB")
 
+    planned_seconds = 0.0
     for label in ("plan", "re-plan"):
         with database.session() as session:
             started = time.perf_counter()
             report = plan_reminders(session, NOW, batch_size=batch_size)
             session.commit()
         elapsed = time.perf_counter() - started
+        planned_seconds = planned_seconds or elapsed
         print(
             f"{label:<9} {report.planned} reminders, {report.messages} messages in {elapsed:.1f} s = "
             f"{report.planned / elapsed:,.0f} reminders/s, {report.messages / elapsed:,.0f} messages/s"
         )
+        print(f"          peak RSS so far {_peak_rss_mib():.0f} MiB")
     with database.session() as session:
         rows = session.scalar(select(func.count()).select_from(ScheduledReminder))
         outbox = session.scalar(select(func.count()).select_from(Outbox))
     print(f"check     {rows} reminder rows, {outbox} outbox rows (re-plan must add none)")
+    for method, seconds in raw_outbox_inserts(database, batch_size).items():
+        print(
+            f"raw       {method}: {outbox} outbox rows in {seconds:.1f} s = {outbox / seconds:,.0f} rows/s; "
+            f"planning/raw ratio {seconds / planned_seconds:.2f}"
+        )
+
+
+def raw_outbox_inserts(database: Database, batch_size: int) -> dict[str, float]:
+    """Seconds to bulk-insert the outbox rows planning wrote into an empty copy of the table (same columns,
+    indexes and foreign key): the floor that planning's own writes are measured against."""
+    scratch = Outbox.__table__.to_metadata(MetaData(), name="bench_outbox_raw")
+    for named in [*scratch.indexes, *scratch.constraints]:
+        if isinstance(named.name, str):
+            named.name = f"bench_{named.name}"
+    Table("messages", scratch.metadata, autoload_with=database.engine)  # the FK to messages stays, as in outbox
+    columns = ["message_id", "channel", "initiated_by", "status", "attempts", "next_attempt_at", "created_at"]
+    with database.engine.connect() as connection:
+        rows = [tuple(row) for row in connection.execute(select(*(Outbox.__table__.c[c] for c in columns)))]
+    timings = {}
+    methods = ["executemany"] + (["copy"] if database.dialect == "postgresql" else [])
+    for method in methods:
+        scratch.drop(database.engine, checkfirst=True)
+        scratch.create(database.engine)
+        started = time.perf_counter()
+        with database.engine.begin() as connection:
+            if method == "copy":
+                sql = f"COPY bench_outbox_raw ({', '.join(columns)}) FROM STDIN"
+                with connection.connection.cursor() as cursor, cursor.copy(sql) as copy:
+                    for row in rows:
+                        copy.write_row(row)
+            else:
+                for start in range(0, len(rows), batch_size):
+                    chunk = [dict(zip(columns, row, strict=True)) for row in rows[start : start + batch_size]]
+                    connection.execute(insert(scratch), chunk)
+        timings[method] = time.perf_counter() - started
+    scratch.drop(database.engine)
+    return timings
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Reminder campaigns: cadences of steps at day offsets from the due date, and planning them in bulk.
 
-`plan_reminders()` finds the cadence step each open debt is due for, claims it with INSERT ... ON CONFLICT DO
-NOTHING on UNIQUE(invoice_id, step_key) (so racing schedulers plan a step once), and queues ONE message per
-debtor and run covering all of that debtor's newly due debts. The compliance gate decides at dispatch time.
+`plan_reminders()` walks the debtors in keyset pages; per page it finds the cadence step each open debt is due
+for, claims it with INSERT ... ON CONFLICT DO NOTHING on UNIQUE(invoice_id, step_key) (so racing schedulers plan
+a step once), and queues ONE message per debtor and run covering all of that debtor's newly due debts, with a
+fixed number of multi-row statements per page. The compliance gate decides at dispatch time.
 Rules for leaving and re-entering the sequence are in docs/campaigns.md.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from itertools import pairwise
@@ -18,8 +19,8 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from sqlalchemy import exists, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import bindparam, exists, func, insert, select, text, update
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session, aliased
 
 from bot.audit import record
@@ -49,7 +50,8 @@ CLOSED_CASE_STATUSES = ("resolved", "closed", "cancelled")
 MISSED_RANK = 10_000  # a missed installment outranks every cadence step when choosing the message's template
 INSTALLMENT_TEMPLATE = "reminder_installment_due"
 MISSED_TEMPLATE = "reminder_installment_missed"
-ALL_CHANNELS = tuple(channel.value for channel in ChannelName if channel.value != "webchat")
+# Web chat is in by default but only ever chosen for a debtor with an open portal chat (see choose_channel).
+ALL_CHANNELS = tuple(channel.value for channel in ChannelName)
 
 
 class Step(BaseModel):
@@ -174,32 +176,34 @@ class PlanReport:
         return {key: getattr(self, key) for key in ("planned", "queued", "skipped", "messages", "missed_installments")}
 
 
-def plan_reminders(session: Session, now: datetime, *, batch_size: int = 1000) -> PlanReport:
-    """Plan and queue every reminder due by `now`; safe to run again and from two schedulers at once."""
+def plan_reminders(
+    session: Session, now: datetime, *, batch_size: int = 1000, creditor_id: int | None = None
+) -> PlanReport:
+    """Plan and queue every reminder due by `now`; safe to run again and from two schedulers at once.
+
+    `creditor_id` limits the run to one creditor's debtors (a Celery worker's share of the fan-out).
+    Debts are read a page of debtors at a time (keyset on debtor id), so memory stays flat however large the
+    portfolio; each page is claimed, rendered and queued with a handful of multi-row statements.
+    """
     report = PlanReport()
-    candidates = mark_missed_installments(session, now, report)
-    candidates += installment_candidates(session, now)
-    candidates += cadence_candidates(session, now, Cadences.load(session))
-    candidates.sort(key=lambda c: (c.debtor_id, c.invoice_id, c.step_key))
     renderer = TemplateRenderer.from_session(session)
-    for batch in _batches(candidates, batch_size):
+    # Installment notices are few; they join their debtor's page so a debtor still gets one message per run.
+    notices = mark_missed_installments(session, now, report, creditor_id)
+    notices += installment_candidates(session, now, creditor_id)
+    extra: dict[int, list[Candidate]] = defaultdict(list)
+    for candidate in notices:
+        extra[candidate.debtor_id].append(candidate)
+    cadences = Cadences.load(session)
+    moments = StepMoments()
+    for after, up_to in debtor_pages(session, batch_size, creditor_id):
+        batch = cadence_candidates(session, now, cadences, (after, up_to), moments, creditor_id)
+        batch += [c for debtor_id in list(extra) if after < debtor_id <= up_to for c in extra.pop(debtor_id)]
+        batch.sort(key=lambda c: (c.debtor_id, c.invoice_id, c.step_key))
         claimed = claim(session, batch, now)
         report.planned += len(claimed)
         queue_messages(session, claimed, renderer, now, report)
     logger.info("planned reminders: %s", report.as_dict())
     return report
-
-
-def _batches(candidates: Sequence[Candidate], size: int) -> Iterable[list[Candidate]]:
-    """Batches of about `size` that never split a debtor, so each debtor still gets one message per run."""
-    batch: list[Candidate] = []
-    for candidate in candidates:
-        if len(batch) >= size and batch[-1].debtor_id != candidate.debtor_id:
-            yield batch
-            batch = []
-        batch.append(candidate)
-    if batch:
-        yield batch
 
 
 # --- who is due --------------------------------------------------------------------------------------------
@@ -218,41 +222,90 @@ def _excluded_debtor(debtor_id: Any) -> Any:
     )
 
 
-def cadence_candidates(session: Session, now: datetime, cadences: Cadences) -> list[Candidate]:
-    """Open debts outside an active plan whose latest due step is later than any step already planned."""
+class StepMoments:
+    """(cadence, zone, due date) -> each step's send moment: a portfolio has few distinct keys, so converting
+    wall-clock times once per key instead of once per debt takes most of the arithmetic out of planning."""
+
+    def __init__(self) -> None:
+        self._zones: dict[str, ZoneInfo] = {}
+        self._moments: dict[tuple[int, str, date], tuple[tuple[Step, datetime], ...]] = {}
+
+    def latest_due(
+        self, spec: CadenceSpec, zone_name: str, due_date: date, now: datetime
+    ) -> tuple[Step, datetime] | None:
+        key = (id(spec), zone_name, due_date)
+        moments = self._moments.get(key)
+        if moments is None:
+            zone = self._zones.setdefault(zone_name, ZoneInfo(zone_name))
+            moments = tuple((step, step_due_at(due_date, step.offset_days, zone)) for step in spec.steps)
+            self._moments[key] = moments
+        due = None
+        for step, at in moments:
+            if at > now:
+                break
+            due = (step, at)
+        return due
+
+
+def debtor_pages(session: Session, size: int, creditor_id: int | None = None) -> Iterator[tuple[int, int]]:
+    """(after, up_to) debtor-id ranges of about `size` debtors: keyset pagination, no OFFSET, no id list in memory."""
+    after = 0
+    while True:
+        query = select(Debtor.id).where(Debtor.id > after).order_by(Debtor.id).limit(size)
+        if creditor_id is not None:
+            query = query.where(Debtor.creditor_id == creditor_id)
+        ids = session.scalars(query).all()
+        if not ids:
+            return
+        yield after, ids[-1]
+        after = ids[-1]
+
+
+def cadence_candidates(
+    session: Session,
+    now: datetime,
+    cadences: Cadences,
+    page: tuple[int, int],
+    moments: StepMoments | None = None,
+    creditor_id: int | None = None,
+) -> list[Candidate]:
+    """Open debts of the page's debtors, outside an active plan, whose latest due step is later than any step
+    already planned for them."""
+    moments = moments or StepMoments()
     in_active_plan = exists().where(
         payment_plan_invoices.c.invoice_id == Invoice.id,
         payment_plan_invoices.c.plan_id == PaymentPlan.id,
         PaymentPlan.status == "active",
     )
-    last = (
-        select(ScheduledReminder.invoice_id, func.max(ScheduledReminder.due_at).label("last_due_at"))
-        .where(~ScheduledReminder.step_key.contains(":"))
-        .group_by(ScheduledReminder.invoice_id)
-        .subquery()
+    # Correlated per invoice: served by UNIQUE(invoice_id, step_key), unlike a GROUP BY over the whole table.
+    last_due_at = (
+        select(func.max(ScheduledReminder.due_at))
+        .where(ScheduledReminder.invoice_id == Invoice.id, ~ScheduledReminder.step_key.contains(":"))
+        .scalar_subquery()
     )
     horizon = now.date() + timedelta(days=cadences.max_lead_days + 1)
+    after, up_to = page
     rows = session.execute(
         select(
             Invoice.id, Invoice.debtor_id, Invoice.creditor_id, Invoice.due_date, Invoice.balance_minor,
-            Invoice.currency, Debtor.timezone, Debtor.segment, last.c.last_due_at,
+            Invoice.currency, Debtor.timezone, Debtor.segment, last_due_at,
         )
         .join(Debtor, Debtor.id == Invoice.debtor_id)
-        .outerjoin(last, last.c.invoice_id == Invoice.id)
         .where(
+            Invoice.debtor_id > after,
+            Invoice.debtor_id <= up_to,
             Invoice.status == "open",
             Invoice.balance_minor > 0,
             Invoice.due_date <= horizon,
             ~in_active_plan,
             ~_excluded_debtor(Invoice.debtor_id),
+            *([Invoice.creditor_id == creditor_id] if creditor_id is not None else []),
         )
     )  # fmt: skip
-    zones: dict[str, ZoneInfo] = {}
     found = []
-    for invoice_id, debtor_id, creditor_id, due_date, balance, currency, zone_name, segment, last_due_at in rows:
-        zone = zones.setdefault(zone_name, ZoneInfo(zone_name))
-        due = latest_due_step(cadences.for_debtor(creditor_id, segment), due_date, zone, now)
-        if due is None or (last_due_at is not None and last_due_at >= due[1]):
+    for invoice_id, debtor_id, creditor_id, due_date, balance, currency, zone_name, segment, last_at in rows:
+        due = moments.latest_due(cadences.for_debtor(creditor_id, segment), zone_name, due_date, now)
+        if due is None or (last_at is not None and _aware(last_at) >= due[1]):
             continue
         step, at = due
         found.append(
@@ -260,6 +313,11 @@ def cadence_candidates(session: Session, now: datetime, cadences: Cadences) -> l
                       step.offset_days, "debt", Money(balance, currency), due_date)
         )  # fmt: skip
     return found
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands timestamps back naive; they were stored as UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _plan_invoice_ids(session: Session, plan_ids: Iterable[int]) -> dict[int, list[int]]:
@@ -274,7 +332,10 @@ def _plan_invoice_ids(session: Session, plan_ids: Iterable[int]) -> dict[int, li
     return by_plan
 
 
-def _pending_installments(session: Session, now: datetime) -> list[tuple[Installment, PaymentPlan, Debtor]]:
+def _pending_installments(
+    session: Session, now: datetime, creditor_id: int | None
+) -> list[tuple[Installment, PaymentPlan, Debtor]]:
+    of_creditor = [Debtor.creditor_id == creditor_id] if creditor_id is not None else []
     rows = session.execute(
         select(Installment, PaymentPlan, Debtor)
         .join(PaymentPlan, PaymentPlan.id == Installment.plan_id)
@@ -284,16 +345,17 @@ def _pending_installments(session: Session, now: datetime) -> list[tuple[Install
             Installment.status == "pending",
             Installment.paid_minor < Installment.amount_minor,
             Installment.due_date <= now.date() + timedelta(days=1),
+            *of_creditor,
         )
         .order_by(Installment.id)
     )
     return [tuple(row) for row in rows]  # type: ignore[misc]
 
 
-def installment_candidates(session: Session, now: datetime) -> list[Candidate]:
+def installment_candidates(session: Session, now: datetime, creditor_id: int | None = None) -> list[Candidate]:
     """Installments of active plans due today (debtor's calendar) whose 10:00 has come."""
     due = []
-    for installment, plan, debtor in _pending_installments(session, now):
+    for installment, plan, debtor in _pending_installments(session, now, creditor_id):
         zone = ZoneInfo(debtor.timezone)
         at = step_due_at(installment.due_date, 0, zone)
         if at <= now and now.astimezone(zone).date() == installment.due_date:
@@ -318,12 +380,14 @@ def _excluded_debtors(session: Session, debtor_ids: set[int]) -> set[int]:
     return set(session.scalars(select(Debtor.id).where(Debtor.id.in_(debtor_ids), _excluded_debtor(Debtor.id))))
 
 
-def mark_missed_installments(session: Session, now: datetime, report: PlanReport) -> list[Candidate]:
+def mark_missed_installments(
+    session: Session, now: datetime, report: PlanReport, creditor_id: int | None = None
+) -> list[Candidate]:
     """Installments past their due day unpaid become "missed"; their plan "broken"; the debts re-enter the
     sequence at once with a missed-installment notice (the flag the risk score reads is the missed row)."""
     missed = [
         (installment, plan, debtor)
-        for installment, plan, debtor in _pending_installments(session, now)
+        for installment, plan, debtor in _pending_installments(session, now, creditor_id)
         if now.astimezone(ZoneInfo(debtor.timezone)).date() > installment.due_date
     ]
     candidates: list[Candidate] = []
@@ -367,33 +431,79 @@ def claim(session: Session, batch: Sequence[Candidate], now: datetime) -> list[t
     if not batch:
         return []
     dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    by_key = {(c.invoice_id, c.step_key): c for c in batch}
+    if dialect == "postgresql":
+        rows = session.execute(PG_CLAIM, _columns(batch, now))
+        return [(row_id, by_key[(invoice_id, step_key)]) for row_id, invoice_id, step_key in rows]
     values = [
         {"invoice_id": c.invoice_id, "debtor_id": c.debtor_id, "step_key": c.step_key, "due_at": c.due_at,
          "status": "planned", "created_at": now}
         for c in batch
     ]  # fmt: skip
-    # executemany form: one cached statement, sent by SQLAlchemy's insertmanyvalues in multi-row batches.
+    # Core executemany on the table (not the ORM entity): one cached statement that SQLAlchemy's
+    # insertmanyvalues sends as multi-row INSERTs, without building an ORM state per row.
+    table = ScheduledReminder.__table__
     statement = (
-        insert(ScheduledReminder)
+        sqlite.insert(table)
         .on_conflict_do_nothing(index_elements=["invoice_id", "step_key"])
-        .returning(ScheduledReminder.id, ScheduledReminder.invoice_id, ScheduledReminder.step_key)
+        .returning(table.c.id, table.c.invoice_id, table.c.step_key)
     )
-    by_key = {(c.invoice_id, c.step_key): c for c in batch}
     return [
         (row_id, by_key[(invoice_id, step_key)]) for row_id, invoice_id, step_key in session.execute(statement, values)
     ]
 
 
+# On PostgreSQL a batch travels as one array per column: one short statement that the server plans once,
+# instead of a multi-row VALUES list with thousands of parameters for the driver to build and parse.
+PG_CLAIM = text(
+    "INSERT INTO scheduled_reminders (invoice_id, debtor_id, step_key, due_at, status, created_at) "
+    "SELECT b.invoice_id, b.debtor_id, b.step_key, b.due_at, 'planned', :now "
+    "FROM unnest(CAST(:invoice_ids AS integer[]), CAST(:debtor_ids AS integer[]), CAST(:step_keys AS text[]), "
+    "CAST(:due_ats AS timestamptz[])) AS b(invoice_id, debtor_id, step_key, due_at) "
+    "ON CONFLICT (invoice_id, step_key) DO NOTHING RETURNING id, invoice_id, step_key"
+)
+PG_MESSAGES = text(
+    "INSERT INTO messages (conversation_id, debtor_id, direction, channel, body, media, template_key, "
+    "delivery_status, created_at) "
+    "SELECT m.conversation_id, m.debtor_id, 'out', m.channel, m.body, CAST('[]' AS json), m.template_key, "
+    "'queued', :now "
+    "FROM unnest(CAST(:conversation_ids AS integer[]), CAST(:debtor_ids AS integer[]), CAST(:channels AS text[]), "
+    "CAST(:bodies AS text[]), CAST(:template_keys AS text[])) WITH ORDINALITY "
+    "AS m(conversation_id, debtor_id, channel, body, template_key, position) "
+    "ORDER BY m.position RETURNING id"
+)
+PG_OUTBOX = text(
+    "INSERT INTO outbox (message_id, channel, initiated_by, status, attempts, next_attempt_at, created_at) "
+    "SELECT m.id, m.channel, 'bot', 'pending', 0, :now, :now FROM messages AS m "
+    "WHERE m.id = ANY(CAST(:message_ids AS integer[])) RETURNING id, message_id"
+)
+PG_MARK = text(
+    "UPDATE scheduled_reminders AS r SET status = u.status, outbox_id = u.outbox_id, reason = u.reason "
+    "FROM unnest(CAST(:ids AS integer[]), CAST(:statuses AS text[]), CAST(:outbox_ids AS integer[]), "
+    "CAST(:reasons AS text[])) AS u(id, status, outbox_id, reason) WHERE r.id = u.id"
+)
+
+
+def _columns(batch: Sequence[Candidate], now: datetime) -> dict[str, Any]:
+    return {
+        "now": now,
+        "invoice_ids": [c.invoice_id for c in batch],
+        "debtor_ids": [c.debtor_id for c in batch],
+        "step_keys": [c.step_key for c in batch],
+        "due_ats": [c.due_at for c in batch],
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class Recipient:
-    debtor: Debtor
+    debtor: Any  # a row with the Debtor columns a reminder needs (id, name, locale, timezone, addresses, ...)
     creditor_name: str
     opted_out: frozenset[str]
     conversations: dict[str, int]
 
 
 def _recipients(session: Session, debtor_ids: set[int]) -> dict[int, Recipient]:
+    """The batch's debtors with their opt-outs and open conversations: three queries per batch, not per debtor."""
     ids = list(debtor_ids)
     opted: dict[int, set[str]] = defaultdict(set)
     for debtor_id, channel in session.execute(
@@ -409,24 +519,33 @@ def _recipients(session: Session, debtor_ids: set[int]) -> dict[int, Recipient]:
         .group_by(Conversation.debtor_id, Conversation.channel)
     ):
         conversations[debtor_id][channel] = conversation_id
-    rows = session.execute(select(Debtor, Creditor.name).join(Creditor).where(Debtor.id.in_(ids)))
-    return {
-        debtor.id: Recipient(debtor, name, frozenset(opted[debtor.id]), conversations[debtor.id])
-        for debtor, name in rows
-    }
+    rows = session.execute(
+        select(
+            Debtor.id, Debtor.name, Debtor.locale, Debtor.timezone, Debtor.channel_preference, Debtor.phone,
+            Debtor.email, Debtor.telegram_chat_id, Creditor.name.label("creditor_name"),
+        )
+        .join(Creditor, Creditor.id == Debtor.creditor_id)
+        .where(Debtor.id.in_(ids))
+    )  # fmt: skip
+    return {row.id: Recipient(row, row.creditor_name, frozenset(opted[row.id]), conversations[row.id]) for row in rows}
 
 
 def choose_channel(recipient: Recipient, allowed: Sequence[str]) -> str | None:
-    """The debtor's first preferred channel the step allows, with an address and no opt-out."""
+    """The debtor's first preferred channel the step allows, with an address and no opt-out.
+
+    Web chat has no address to send to: it is reachable while the debtor has an open portal chat, where the
+    reminder appears in the conversation.
+    """
     if "all" in recipient.opted_out:
         return None
     debtor = recipient.debtor
     for channel in debtor.channel_preference or ["sms"]:
-        if (
-            channel in allowed
-            and channel not in recipient.opted_out
-            and ADDRESS_OF.get(channel, lambda _d: None)(debtor)
-        ):
+        if channel not in allowed or channel in recipient.opted_out:
+            continue
+        if channel == "webchat":
+            if "webchat" in recipient.conversations:
+                return channel
+        elif ADDRESS_OF.get(channel, lambda _d: None)(debtor):
             return channel
     return None
 
@@ -436,41 +555,109 @@ def queue_messages(
     report: PlanReport,
 ) -> None:  # fmt: skip
     """One message per (debtor, family, currency) for the claimed reminders; mark them queued or skipped."""
+    if not claimed:
+        return
     groups: dict[tuple[int, str, str], list[tuple[int, Candidate]]] = defaultdict(list)
     for row_id, candidate in claimed:
         groups[(candidate.debtor_id, candidate.family, candidate.amount.currency)].append((row_id, candidate))
     recipients = _recipients(session, {key[0] for key in groups})
-    pending: list[tuple[Message, list[int]]] = []
-    updates: list[dict[str, Any]] = []
+    messages: list[dict[str, Any]] = []
+    members_of: list[list[int]] = []
+    skipped: list[int] = []
     for (debtor_id, _family, _currency), members in groups.items():
         recipient = recipients[debtor_id]
         lead = max((candidate for _, candidate in members), key=lambda c: c.rank)
         channel = choose_channel(recipient, lead.channels)
         if channel is None:
-            updates += [_row(row_id, "skipped", None, "no reachable channel") for row_id, _ in members]
+            skipped += [row_id for row_id, _ in members]
             continue
         body = renderer.render(lead.template, recipient.debtor.locale, channel, _variables(recipient, members, now))
-        message = Message(
-            conversation_id=recipient.conversations.get(channel), debtor_id=debtor_id, direction="out",
-            channel=channel, body=body, template_key=lead.template, delivery_status="queued", created_at=now,
+        messages.append(
+            {"conversation_id": recipient.conversations.get(channel), "debtor_id": debtor_id, "direction": "out",
+             "channel": channel, "body": body, "template_key": lead.template, "delivery_status": "queued",
+             "created_at": now, "media": []}
         )  # fmt: skip
-        pending.append((message, [row_id for row_id, _ in members]))
-    session.add_all([message for message, _ in pending])
-    session.flush()
-    outboxes = [Outbox(message_id=m.id, channel=m.channel, initiated_by="bot", next_attempt_at=now) for m, _ in pending]
-    session.add_all(outboxes)
-    session.flush()
-    for outbox, (_message, row_ids) in zip(outboxes, pending, strict=True):
-        updates += [_row(row_id, "queued", outbox.id, None) for row_id in row_ids]
-    report.messages += len(pending)
-    report.queued += sum(len(row_ids) for _, row_ids in pending)
-    report.skipped += sum(1 for update_ in updates if update_["status"] == "skipped")
-    if updates:
-        session.execute(update(ScheduledReminder), updates)
+        members_of.append([row_id for row_id, _ in members])
+    outbox_ids = _insert_messages_and_outbox(session, messages, now)
+    updates = [_row(row_id, "skipped", None, "no reachable channel") for row_id in skipped]
+    for outbox_id, row_ids in zip(outbox_ids, members_of, strict=True):
+        updates += [_row(row_id, "queued", outbox_id, None) for row_id in row_ids]
+    report.messages += len(messages)
+    report.queued += sum(len(row_ids) for row_ids in members_of)
+    report.skipped += len(skipped)
+    if updates and session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            PG_MARK,
+            {"ids": [u["row_id"] for u in updates], "statuses": [u["new_status"] for u in updates],
+             "outbox_ids": [u["new_outbox_id"] for u in updates], "reasons": [u["why"] for u in updates]},
+        )  # fmt: skip
+    elif updates:
+        table = ScheduledReminder.__table__
+        statement = (
+            update(table)
+            .where(table.c.id == bindparam("row_id"))
+            .values(status=bindparam("new_status"), outbox_id=bindparam("new_outbox_id"), reason=bindparam("why"))
+        )
+        session.execute(statement, updates)
+
+
+def _insert_messages_and_outbox(session: Session, messages: list[dict[str, Any]], now: datetime) -> list[int]:
+    """Multi-row inserts of the messages and their outbox rows; the outbox ids in the order of `messages`.
+
+    RETURNING rows carry no promise of order (and asking SQLAlchemy to sort them makes SQLite insert row by
+    row), so each statement holds at most one message per debtor and the returned (id, debtor_id) pairs say
+    which message got which id; a debtor with two messages in a run (two currencies) takes a second round.
+    """
+    if not messages:
+        return []
+    if session.get_bind().dialect.name == "postgresql":
+        return _insert_messages_and_outbox_pg(session, messages, now)
+    message_table, outbox_table = Message.__table__, Outbox.__table__
+    message_ids: list[int | None] = [None] * len(messages)
+    pending = list(range(len(messages)))
+    while pending:
+        round_of: dict[int, int] = {}
+        later = []
+        for position in pending:
+            debtor_id = messages[position]["debtor_id"]
+            if debtor_id in round_of:
+                later.append(position)
+            else:
+                round_of[debtor_id] = position
+        statement = insert(message_table).returning(message_table.c.id, message_table.c.debtor_id)
+        for message_id, debtor_id in session.execute(statement, [messages[p] for p in round_of.values()]):
+            message_ids[round_of[debtor_id]] = message_id
+        pending = later
+    outbox = [
+        {"message_id": message_id, "channel": message["channel"], "initiated_by": "bot", "status": "pending",
+         "attempts": 0, "next_attempt_at": now, "created_at": now}
+        for message_id, message in zip(message_ids, messages, strict=True)
+    ]  # fmt: skip
+    if not outbox:
+        return []
+    statement = insert(outbox_table).returning(outbox_table.c.id, outbox_table.c.message_id)
+    outbox_of = {message_id: outbox_id for outbox_id, message_id in session.execute(statement, outbox)}
+    return [outbox_of[message_id] for message_id in message_ids]  # type: ignore[index]
+
+
+def _insert_messages_and_outbox_pg(session: Session, messages: list[dict[str, Any]], now: datetime) -> list[int]:
+    # INSERT ... SELECT ... ORDER BY assigns serial ids in that order, so the ids come back in message order.
+    columns = {
+        "now": now,
+        "conversation_ids": [m["conversation_id"] for m in messages],
+        "debtor_ids": [m["debtor_id"] for m in messages],
+        "channels": [m["channel"] for m in messages],
+        "bodies": [m["body"] for m in messages],
+        "template_keys": [m["template_key"] for m in messages],
+    }
+    message_ids = sorted(session.execute(PG_MESSAGES, columns).scalars())
+    outbox_of = {message_id: outbox_id for outbox_id, message_id in session.execute(
+        PG_OUTBOX, {"now": now, "message_ids": message_ids})}  # fmt: skip
+    return [outbox_of[message_id] for message_id in message_ids]
 
 
 def _row(row_id: int, status: str, outbox_id: int | None, reason: str | None) -> dict[str, Any]:
-    return {"id": row_id, "status": status, "outbox_id": outbox_id, "reason": reason}
+    return {"row_id": row_id, "new_status": status, "new_outbox_id": outbox_id, "why": reason}
 
 
 def _variables(recipient: Recipient, members: Sequence[tuple[int, Candidate]], now: datetime) -> dict[str, Any]:

@@ -1,4 +1,10 @@
-"""Demo data for a first look: two creditors, a few debtors, an admin login. Safe to run repeatedly."""
+"""Demo data for a first look: two creditors, a few debtors, an admin login. Safe to run repeatedly.
+
+The demo has no SMS, WhatsApp or email credentials, only the portal's web chat. So each demo debtor prefers
+web chat and has a portal chat open (as if they had visited their link once), and their debts are past due:
+the first run of the in-process scheduler plans cadence reminders and the dispatcher delivers them into that
+chat, where the portal page and the console's timeline show them (quiet hours in the debtor's zone permitting).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ from bot.config import Settings
 from bot.debtors import DebtorIn, upsert_debtor
 from bot.domain import utcnow
 from bot.migrate import upgrade
-from bot.models import Agent, Creditor
+from bot.models import Agent, Conversation, Creditor
 from bot.portal import PortalTokens
 from bot.store import Database
 
@@ -40,8 +46,11 @@ CREDITORS: list[dict[str, Any]] = [
 ]
 
 
+DEMO_CHANNELS = ["webchat", "whatsapp", "sms", "email"]
+
+
 def _debtors(today: date) -> dict[str, list[dict[str, Any]]]:
-    return {
+    debtors = {
         "aguas-del-valle": [
             {
                 "external_ref": "CL-1001",
@@ -77,6 +86,7 @@ def _debtors(today: date) -> dict[str, list[dict[str, Any]]]:
             },
         ],
     }
+    return {slug: [data | {"channel_preference": DEMO_CHANNELS} for data in rows] for slug, rows in debtors.items()}
 
 
 def prepare_demo(settings: Settings) -> list[str]:
@@ -93,6 +103,7 @@ def prepare_demo(settings: Settings) -> list[str]:
                 result = upsert_debtor(uow.session, creditors[slug], DebtorIn.model_validate(data), settings.secret_key)
                 uow.session.flush()
                 debtor_ids[data["external_ref"]] = result.debtor.id
+                _portal_chat(uow.session, result.debtor.id)
         _admin(uow.session)
         uow.commit()
     database.dispose()
@@ -116,3 +127,13 @@ def _creditor(session: Session, data: dict[str, Any]) -> Creditor:
 def _admin(session: Session) -> None:
     if session.scalar(select(Agent.id).where(Agent.email == DEMO_ADMIN_EMAIL)) is None:
         create_agent(session, DEMO_ADMIN_EMAIL, DEMO_ADMIN_PASSWORD, role="admin", name="Demo admin")
+
+
+def _portal_chat(session: Session, debtor_id: int) -> None:
+    """An open web chat conversation, addressed the way the portal's chat addresses it (portal:<debtor id>)."""
+    open_chat = select(Conversation.id).where(
+        Conversation.debtor_id == debtor_id, Conversation.channel == "webchat", Conversation.mode != "closed"
+    )
+    if session.scalar(open_chat) is None:
+        session.add(Conversation(debtor_id=debtor_id, channel="webchat", address=f"portal:{debtor_id}"))
+        session.flush()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import date
 
 from babel import Locale, UnknownLocaleError
@@ -13,8 +14,12 @@ from bot.domain import Money
 SUPPORTED_LANGUAGES = ("es", "en")
 
 
+@functools.lru_cache(maxsize=256)
 def babel_locale(tag: str) -> Locale:
-    """'es-CL', 'es_CL' or 'es' to a Babel Locale; unknown tags fall back to Spanish."""
+    """'es-CL', 'es_CL' or 'es' to a Babel Locale; unknown tags fall back to Spanish.
+
+    Cached: parsing a tag costs more than formatting an amount, and bulk reminder planning formats a million.
+    """
     try:
         return Locale.parse(tag.replace("-", "_"))
     except (UnknownLocaleError, ValueError):

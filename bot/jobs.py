@@ -35,18 +35,34 @@ def promise_maintenance(services: Services) -> dict[str, int]:
 
 
 def plan_reminders_job(services: Services) -> dict[str, int]:
-    """Re-score every creditor's debtors (the segment picks the cadence), then plan and queue due reminders."""
+    """Plan every creditor's due reminders, one creditor per transaction (Celery fans the same out, see tasks)."""
+    from bot.campaigns import PlanReport
+
+    totals = PlanReport().as_dict()
+    for creditor_id in creditor_ids(services):
+        for key, value in plan_creditor_reminders(services, creditor_id).items():
+            totals[key] = totals.get(key, 0) + value
+    return totals
+
+
+def creditor_ids(services: Services) -> list[int]:
     from sqlalchemy import select
 
-    from bot.campaigns import plan_reminders
     from bot.models import Creditor
+
+    with services.database.session() as session:
+        return list(session.scalars(select(Creditor.id).order_by(Creditor.id)))
+
+
+def plan_creditor_reminders(services: Services, creditor_id: int) -> dict[str, int]:
+    """Re-score one creditor's debtors (the segment picks the cadence), then plan and queue their due reminders."""
+    from bot.campaigns import plan_reminders
     from bot.risk import score_debtors
 
     now = services.clock()
     with services.database.unit_of_work() as uow:
-        for creditor_id in uow.session.scalars(select(Creditor.id)).all():
-            score_debtors(uow.session, creditor_id, now)
-        report = plan_reminders(uow.session, now)
+        score_debtors(uow.session, creditor_id, now)
+        report = plan_reminders(uow.session, now, creditor_id=creditor_id)
         uow.commit()
     return report.as_dict()
 

@@ -19,7 +19,7 @@ from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -189,16 +189,20 @@ class _Run:
             now = self.clock.now
             with self.database.unit_of_work() as uow:
                 session = uow.session
-                self._apply_events(session, now)
+                applied = self._apply_events(session, now)
                 if last_scored != now.date():  # the risk score moves slowly: once a simulated day is plenty
                     score_debtors(session, creditor_id, now)
                     last_scored = now.date()
                 broken = 0
-                if session.scalar(select(exists().where(PromiseToPay.status == "pending"))):
+                previous = now - self.config.step
+                # Promises only change when money arrives (an event) or a debtor's calendar day turns over
+                # (reminder on the eve, broken after the date): between those, maintenance would find nothing.
+                day_turned = any(_local_time_passed(previous, now, z, time()) for z in portfolio_zones)
+                if (applied or day_turned) and session.scalar(select(exists().where(PromiseToPay.status == "pending"))):
                     remind_promises(session, now)
                     broken = resolve_promises(session, now).broken
                 # Only a broken promise lets a debtor back into the sequence; reactions only take them out.
-                if broken or any(_reminder_hour_passed(now - self.config.step, now, z) for z in portfolio_zones):
+                if broken or any(_local_time_passed(previous, now, z, REMINDER_HOUR) for z in portfolio_zones):
                     plan_reminders(session, now)
                 uow.commit()
             if self._outbox_due(now):
@@ -417,15 +421,16 @@ class _Run:
         )
 
 
-def _reminder_hour_passed(previous: datetime, now: datetime, zone: ZoneInfo) -> bool:
-    """Whether the cadence's send time (10:00 local) fell in (previous, now] in `zone`.
+def _local_time_passed(previous: datetime, now: datetime, zone: ZoneInfo, clock: time) -> bool:
+    """Whether the wall-clock time `clock` (the cadence's 10:00 send time, or midnight) fell in (previous, now]
+    in `zone`.
 
     Cadence steps only fall due at that wall-clock time, so between such moments `plan_reminders` can only
     find something new after a state change (a reaction applied, a promise kept or broken): skipping the
     other steps gives the same plan and keeps a year of hourly steps fast.
     """
     today = now.astimezone(zone).date()
-    moments = (datetime.combine(today - timedelta(days=back), REMINDER_HOUR, zone) for back in (0, 1))
+    moments = (datetime.combine(today - timedelta(days=back), clock, zone) for back in (0, 1))
     return any(previous < moment <= now for moment in moments)
 
 

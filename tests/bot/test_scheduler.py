@@ -62,3 +62,16 @@ def test_celery_app_registers_each_job_and_runs_it(settings, db, clock, redis_cl
 def test_make_celery_refuses_to_start_without_redis(services):
     with pytest.raises(ValueError, match="COBRABOT_REDIS_URL"):
         make_celery(services)
+
+
+def test_two_celery_apps_in_one_process_each_run_their_own_services(settings, db, clock, redis_client, monkeypatch):
+    # Celery's default shared tasks would attach the first app's callables to the second one.
+    monkeypatch.setitem(JOBS, "promise_maintenance", (lambda svc: {"hour": svc.clock().hour}, 60))
+    celery_settings = load_settings(**(settings.model_dump() | {"redis_url": "redis://127.0.0.1:6379/15"}))
+    first = make_celery(bootstrap(celery_settings, database=db, clock=clock))
+    later = type(clock)(clock.now.replace(hour=9))
+    second = make_celery(bootstrap(celery_settings, database=db, clock=later))
+    for app in (first, second):
+        app.conf.task_always_eager = True
+    assert first.tasks["cobrabot.promise_maintenance"].delay().get() == {"hour": 15}
+    assert second.tasks["cobrabot.promise_maintenance"].delay().get() == {"hour": 9}
