@@ -5,7 +5,19 @@ from __future__ import annotations
 from flask import Blueprint, Flask, redirect, url_for
 from werkzeug.wrappers import Response
 
-from admin import agents_admin, auth, cases, debtors, flows, inbox, policy_editor, reconciliation, template_editor
+from admin import (
+    agents_admin,
+    auth,
+    cases,
+    dashboard,
+    debtors,
+    flows,
+    i18n,
+    inbox,
+    policy_editor,
+    reconciliation,
+    template_editor,
+)
 
 
 def register(app: Flask) -> None:
@@ -29,6 +41,9 @@ def register(app: Flask) -> None:
     console.register_blueprint(policy_editor.blueprint)
     console.register_blueprint(reconciliation.blueprint)
     console.register_blueprint(agents_admin.blueprint)
+    console.register_blueprint(dashboard.blueprint)
+    console.register_blueprint(i18n.blueprint)
+    console.context_processor(i18n.template_globals)  # `_()` and the console language in every console page
     auth.init_login(app)
     app.register_blueprint(console)
 
