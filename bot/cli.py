@@ -67,6 +67,12 @@ def db_upgrade(revision: str) -> None:
     click.echo(f"database at {revision}")
 
 
+def _local_url(host: str, port: int) -> str:
+    """The URL a browser on this machine uses to reach `serve` (a wildcard bind is reached via loopback)."""
+    reachable = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    return f"http://{reachable}:{port}"
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
@@ -88,6 +94,8 @@ def serve(host: str, port: int, threads: int, demo: bool, no_jobs: bool) -> None
     if demo:
         # The demo's Pay button settles invoices in test mode, so the whole payment loop can be tried locally.
         os.environ.setdefault("COBRABOT_SANDBOX_PAYMENTS", "true")
+        # The printed portal links must open on the port this process serves, not the default 8000.
+        os.environ.setdefault("COBRABOT_PUBLIC_URL", _local_url(host, port))
     settings = _settings()
     if demo:
         for line in prepare_demo(settings):

@@ -96,3 +96,26 @@ def test_invalid_configuration_names_the_variable(cli_env):
     result = run(cli_env | {"COBRABOT_PUBLIC_URL": "ftp://nope"}, "db", "upgrade")
     assert result.exit_code == 2
     assert "COBRABOT_PUBLIC_URL" in result.output
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"), [("127.0.0.1", "http://127.0.0.1:8765/p/"), ("0.0.0.0", "http://127.0.0.1:8765/p/")]
+)
+def test_serve_demo_links_point_at_the_port_it_serves(cli_env, monkeypatch, host, expected):
+    served: dict[str, object] = {}
+    monkeypatch.setattr("waitress.serve", lambda app, **options: served.update(options))
+    monkeypatch.delenv("COBRABOT_PUBLIC_URL", raising=False)
+    monkeypatch.delenv("COBRABOT_SANDBOX_PAYMENTS", raising=False)
+    env = {key: value for key, value in cli_env.items() if key != "COBRABOT_PUBLIC_URL"}
+    result = run(env, "serve", "--demo", "--no-jobs", "--host", host, "--port", "8765")
+    assert result.exit_code == 0, result.output
+    assert expected in result.output
+    assert served["port"] == 8765
+
+
+def test_serve_demo_keeps_a_configured_public_url(cli_env, monkeypatch):
+    monkeypatch.setattr("waitress.serve", lambda app, **options: None)
+    monkeypatch.delenv("COBRABOT_SANDBOX_PAYMENTS", raising=False)
+    result = run(cli_env, "serve", "--demo", "--no-jobs", "--port", "8765")
+    assert result.exit_code == 0, result.output
+    assert "https://pay.example.cl/p/" in result.output
