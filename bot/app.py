@@ -13,6 +13,7 @@ from bot.services import Services, bootstrap
 from bot.web import api, ops, payments, portal, unsubscribe, webhooks
 from bot.web.errors import json_error
 from bot.web.limits import install_limits
+from bot.web.nul_guard import install_nul_guard
 from channels import build_registry
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_blueprint(api.blueprint, url_prefix="/api/v1")
     ops.install_request_metrics(app, services)
     install_limits(app, settings)
+    install_nul_guard(app)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
     return app
