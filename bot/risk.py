@@ -116,6 +116,8 @@ def score_debtors(session: Session, creditor_id: int, now: datetime, *, batch_si
     flat however many debtors the creditor has. Only the creditor's median open balance spans every debtor; the
     database computes it.
     """
+    if session.get_bind().dialect.name == "postgresql":
+        _analyze_if_never_analyzed(session)
     median = median_open_balance(session, creditor_id)
     scored = after = 0
     while page := session.execute(_page_inputs(creditor_id, after, batch_size)).all():
@@ -126,6 +128,34 @@ def score_debtors(session: Session, creditor_id: int, now: datetime, *, batch_si
         scored += len(rows)
         after = up_to
     return scored
+
+
+INPUT_TABLES = (
+    "debtors",
+    "invoices",
+    "payments",
+    "promises_to_pay",
+    "payment_plans",
+    "installments",
+    "messages",
+    "outbox",
+)
+
+
+def _analyze_if_never_analyzed(session: Session) -> None:
+    """ANALYZE the tables scoring reads that PostgreSQL has no statistics for (reltuples -1: never analyzed,
+    e.g. just after a bulk load with autovacuum yet to run, or off). Without them the planner guesses a handful
+    of debtors per creditor and reads a page by sorting all the creditor's remaining debtors instead of walking
+    the primary key: every page then costs O(N) and the whole run O(N²)."""
+    never = session.scalars(
+        text(
+            "SELECT c.relname FROM pg_class AS c WHERE c.relname = ANY(:tables) AND c.reltuples < 0 "
+            "AND c.relnamespace = to_regnamespace(current_schema())"
+        ),
+        {"tables": list(INPUT_TABLES)},
+    ).all()
+    for table in never:
+        session.execute(text(f'ANALYZE "{table}"'))  # names from INPUT_TABLES, not from input
 
 
 def _open_invoices_of(debtor_id: Any, creditor_id: int) -> tuple[Any, ...]:
