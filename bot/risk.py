@@ -232,12 +232,12 @@ def _scored_row(page_row: Any, median: int, today: date, sent: int, answered: in
     return {"id": page_row.id, "score": float(result.score), "factors": result.factors, "segment": result.segment}
 
 
-# One statement for the whole page on PostgreSQL: psycopg sends three arrays instead of a thousand-row VALUES list.
+# One statement for the whole page on PostgreSQL, its rows sent as one JSON document: json.dumps is C, while
+# psycopg escapes a text[] array of JSON strings quote by quote in Python (half the run's time in a profile).
 PG_WRITE_SCORES = text(
-    "UPDATE debtors AS d SET risk_score = u.score, risk_factors = CAST(u.factors AS json), segment = u.segment, "
-    "updated_at = :now "
-    "FROM unnest(CAST(:ids AS integer[]), CAST(:scores AS float8[]), CAST(:factors AS text[]), "
-    "CAST(:segments AS text[])) AS u(id, score, factors, segment) WHERE d.id = u.id"
+    "UPDATE debtors AS d SET risk_score = u.score, risk_factors = u.factors, segment = u.segment, updated_at = :now "
+    "FROM json_to_recordset(CAST(:rows AS json)) AS u(id integer, score float8, factors json, segment text) "
+    "WHERE d.id = u.id"
 ).bindparams(bindparam("now", type_=UTCDateTime()))
 
 WRITE_SCORES = (
@@ -249,16 +249,7 @@ WRITE_SCORES = (
 
 def _write_scores(session: Session, rows: list[dict[str, Any]]) -> None:
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(
-            PG_WRITE_SCORES,
-            {
-                "now": utcnow(),
-                "ids": [row["id"] for row in rows],
-                "scores": [row["score"] for row in rows],
-                "factors": [json.dumps(row["factors"]) for row in rows],
-                "segments": [row["segment"] for row in rows],
-            },
-        )
+        session.execute(PG_WRITE_SCORES, {"now": utcnow(), "rows": json.dumps(rows)})
     else:  # Core executemany (updated_at comes from the column's onupdate)
         session.execute(WRITE_SCORES, [{"debtor_id": row.pop("id"), **row} for row in rows])
 
