@@ -466,7 +466,8 @@ class ScheduledReminder(Base):
     step_key: Mapped[str] = mapped_column(String(64))
     due_at: Mapped[datetime]
     status: Mapped[str] = mapped_column(String(16), default="planned")
-    outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id", ondelete="SET NULL"))
+    # Indexed: the dispatcher renders a reminder message from the rows pointing at its outbox row.
+    outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id", ondelete="SET NULL"), index=True)
     reason: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
