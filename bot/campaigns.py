@@ -619,7 +619,8 @@ WITH specs AS MATERIALIZED (
     LEFT JOIN specs AS by_segment
            ON by_segment.creditor_id = i.creditor_id AND by_segment.segment = COALESCE(NULLIF(d.segment, ''), 'default')
     LEFT JOIN specs AS by_default ON by_default.creditor_id = i.creditor_id AND by_default.segment = 'default'
-    WHERE i.debtor_id > :after AND i.debtor_id <= :up_to
+    WHERE i.debtor_id > CAST(:after AS integer) AND i.debtor_id <= CAST(:up_to AS integer)
+      AND d.id > CAST(:after AS integer) AND d.id <= CAST(:up_to AS integer)  -- a range of the key, not a scan
       AND (CAST(:creditor_id AS integer) IS NULL OR i.creditor_id = CAST(:creditor_id AS integer))
       AND i.status = 'open' AND i.balance_minor > 0 AND i.due_date <= CAST(:horizon AS date)
       AND NOT EXISTS (SELECT 1 FROM payment_plan_invoices AS ppi JOIN payment_plans AS pp ON pp.id = ppi.plan_id
@@ -814,3 +815,14 @@ def _still_owed(session: Session, outbox_id: int) -> dict[object, tuple[Money, d
         ).tuples():
             owed[f"inst:{installment.id}"] = (_remaining(installment, currency), installment.due_date)
     return owed
+
+
+def queued_reminder_preview(session: Session, message: Message, debtor: Debtor, now: datetime) -> str:
+    """What a queued reminder would say if it went out at `now` (the console timeline shows this until the
+    dispatcher writes the real words); "" for a message that is not an unsent reminder."""
+    if message.body or not message.template_key or message.direction != "out":
+        return message.body
+    outbox_id = session.scalar(select(Outbox.id).where(Outbox.message_id == message.id))
+    if outbox_id is None:
+        return ""
+    return reminder_text(session, outbox_id, message.template_key, message.channel, debtor, now) or ""

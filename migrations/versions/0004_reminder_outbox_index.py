@@ -1,7 +1,8 @@
-"""index scheduled_reminders.outbox_id
+"""scheduled_reminders: index outbox_id, drop the unused (status, due_at) index
 
-Reminder messages are rendered when the dispatcher sends them, from the reminder rows that point at their
-outbox row: the dispatcher (and the console timeline's preview) look those rows up by outbox_id.
+Reminder messages are written when the dispatcher sends them, from the reminder rows that point at their
+outbox row, and the compliance gate reads the same rows: both look them up by outbox_id, once per send.
+Nothing reads reminders by (status, due_at), and planning inserts millions of them: that index only cost writes.
 
 Revision ID: 0004
 Revises: 0003
@@ -19,8 +20,12 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.create_index("ix_scheduled_reminders_outbox_id", "scheduled_reminders", ["outbox_id"], unique=False)
+    with op.batch_alter_table("scheduled_reminders", schema=None) as batch_op:
+        batch_op.create_index("ix_scheduled_reminders_outbox_id", ["outbox_id"], unique=False)
+        batch_op.drop_index("ix_reminders_due")
 
 
 def downgrade() -> None:
-    op.drop_index("ix_scheduled_reminders_outbox_id", table_name="scheduled_reminders")
+    with op.batch_alter_table("scheduled_reminders", schema=None) as batch_op:
+        batch_op.create_index("ix_reminders_due", ["status", "due_at"], unique=False)
+        batch_op.drop_index("ix_scheduled_reminders_outbox_id")

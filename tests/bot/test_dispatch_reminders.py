@@ -13,6 +13,7 @@ from bot.dispatch import NOTHING_OWED, Dispatcher
 from bot.models import AuditEvent, Invoice, Message, Outbox
 from bot.ports import ChannelRegistry
 from tests.bot.test_dispatch import CollectingChannel
+from tests.bot.web.test_api import DEBTOR
 
 DEBTS = [
     {"number": "F-1", "amount": "10000", "due_date": date(2026, 11, 10)},
@@ -97,3 +98,22 @@ def test_a_message_written_when_queued_is_sent_as_it_is(db, services, dispatcher
         session.commit()
     assert dispatcher.run_once().sent == 1
     assert sms.sent[0].text == ""  # not a planned reminder: nothing to render, nothing cancelled
+
+
+def test_the_timeline_shows_the_words_as_they_would_go_out_then_as_they_went(
+    db, services, dispatcher, sms, make_debtor, client, api_headers
+):
+    make_debtor(invoices=DEBTS, channel_preference=["sms"])
+    plan(db, services.clock())
+
+    def timeline_text() -> str:
+        timeline = client.get(DEBTOR, headers=api_headers).get_json()["timeline"]
+        [message] = [item for item in timeline if item["type"] == "message"]
+        return message["text"]
+
+    assert "tiene 2 documentos vencidos por $30.000" in timeline_text()  # a preview as of now
+    settle(db, "F-1", 0, "paid")
+    assert "tiene un documento vencido por $20.000" in timeline_text()
+    dispatcher.run_once()
+    settle(db, "F-2", 0, "paid")
+    assert timeline_text() == sms.sent[0].text  # once sent: what went out, whatever was paid since
