@@ -2,8 +2,9 @@
 
 `plan_reminders()` walks the debtors in keyset pages; per page it finds the cadence step each open debt is due
 for, claims it with INSERT ... ON CONFLICT DO NOTHING on UNIQUE(invoice_id, step_key) (so racing schedulers plan
-a step once), and queues ONE message per debtor and run covering all of that debtor's newly due debts, with a
-fixed number of multi-row statements per page. The compliance gate decides at dispatch time.
+a step once), and queues ONE message per debtor and run covering all of that debtor's newly due debts: one
+statement per page on PostgreSQL, a fixed handful on SQLite. Messages are queued without words; the dispatcher
+writes them as it sends (`reminder_text`), after the compliance gate has decided.
 Rules for leaving and re-entering the sequence are in docs/campaigns.md.
 """
 
