@@ -2,8 +2,9 @@
 
 `plan_reminders()` walks the debtors in keyset pages; per page it finds the cadence step each open debt is due
 for, claims it with INSERT ... ON CONFLICT DO NOTHING on UNIQUE(invoice_id, step_key) (so racing schedulers plan
-a step once), and queues ONE message per debtor and run covering all of that debtor's newly due debts, with a
-fixed number of multi-row statements per page. The compliance gate decides at dispatch time.
+a step once), and queues ONE message per debtor and run covering all of that debtor's newly due debts: one
+statement per page on PostgreSQL, a fixed handful on SQLite. Messages are queued without words; the dispatcher
+writes them as it sends (`reminder_text`), after the compliance gate has decided.
 Rules for leaving and re-entering the sequence are in docs/campaigns.md.
 """
 
@@ -30,7 +31,6 @@ from bot.models import (
     Case,
     ConsentOptOut,
     Conversation,
-    Creditor,
     Debtor,
     Installment,
     Invoice,
@@ -159,8 +159,7 @@ class Candidate:
     channels: tuple[str, ...]
     rank: int  # the highest rank in a debtor's group picks the template
     family: str  # "debt" (cadence + missed installment) or "installment": one message per debtor and family
-    amount: Money
-    due_date: date
+    currency: str  # one message per (debtor, family, currency)
 
 
 @dataclass
@@ -183,10 +182,11 @@ def plan_reminders(
 
     `creditor_id` limits the run to one creditor's debtors (a Celery worker's share of the fan-out).
     Debts are read a page of debtors at a time (keyset on debtor id), so memory stays flat however large the
-    portfolio; each page is claimed, rendered and queued with a handful of multi-row statements.
+    portfolio. On PostgreSQL each page is ONE statement (PG_PLAN_PAGE): selection, claim and queue in SQL; on
+    SQLite the page's candidates are found in Python and claimed and queued with a handful of multi-row
+    statements. Messages are queued with their template and no text: the dispatcher writes it when it sends.
     """
     report = PlanReport()
-    renderer = TemplateRenderer.from_session(session)
     # Installment notices are few; they join their debtor's page so a debtor still gets one message per run.
     notices = mark_missed_installments(session, now, report, creditor_id)
     notices += installment_candidates(session, now, creditor_id)
@@ -195,13 +195,17 @@ def plan_reminders(
         extra[candidate.debtor_id].append(candidate)
     cadences = Cadences.load(session)
     moments = StepMoments()
+    pg = PgPlanner(session, cadences, now, creditor_id) if session.get_bind().dialect.name == "postgresql" else None
     for after, up_to in debtor_pages(session, batch_size, creditor_id):
-        batch = cadence_candidates(session, now, cadences, (after, up_to), moments, creditor_id)
-        batch += [c for debtor_id in list(extra) if after < debtor_id <= up_to for c in extra.pop(debtor_id)]
+        page_notices = [c for debtor_id in list(extra) if after < debtor_id <= up_to for c in extra.pop(debtor_id)]
+        if pg is not None:
+            pg.plan_page((after, up_to), page_notices, report)
+            continue
+        batch = cadence_candidates(session, now, cadences, (after, up_to), moments, creditor_id) + page_notices
         batch.sort(key=lambda c: (c.debtor_id, c.invoice_id, c.step_key))
         claimed = claim(session, batch, now)
         report.planned += len(claimed)
-        queue_messages(session, claimed, renderer, now, report)
+        queue_messages(session, claimed, now, report)
     logger.info("planned reminders: %s", report.as_dict())
     return report
 
@@ -287,8 +291,8 @@ def cadence_candidates(
     after, up_to = page
     rows = session.execute(
         select(
-            Invoice.id, Invoice.debtor_id, Invoice.creditor_id, Invoice.due_date, Invoice.balance_minor,
-            Invoice.currency, Debtor.timezone, Debtor.segment, last_due_at,
+            Invoice.id, Invoice.debtor_id, Invoice.creditor_id, Invoice.due_date, Invoice.currency, Debtor.timezone,
+            Debtor.segment, last_due_at,
         )
         .join(Debtor, Debtor.id == Invoice.debtor_id)
         .where(
@@ -303,14 +307,14 @@ def cadence_candidates(
         )
     )  # fmt: skip
     found = []
-    for invoice_id, debtor_id, creditor_id, due_date, balance, currency, zone_name, segment, last_at in rows:
+    for invoice_id, debtor_id, creditor_id, due_date, currency, zone_name, segment, last_at in rows:
         due = moments.latest_due(cadences.for_debtor(creditor_id, segment), zone_name, due_date, now)
         if due is None or (last_at is not None and _aware(last_at) >= due[1]):
             continue
         step, at = due
         found.append(
             Candidate(invoice_id, debtor_id, step.key, at, step.template, tuple(c.value for c in step.channels),
-                      step.offset_days, "debt", Money(balance, currency), due_date)
+                      step.offset_days, "debt", currency)
         )  # fmt: skip
     return found
 
@@ -364,7 +368,7 @@ def installment_candidates(session: Session, now: datetime, creditor_id: int | N
     excluded = _excluded_debtors(session, {plan.debtor_id for _, plan, _ in due})
     return [
         Candidate(invoices[plan.id][0], plan.debtor_id, f"inst:{installment.id}:due", at, INSTALLMENT_TEMPLATE,
-                  ALL_CHANNELS, 0, "installment", _remaining(installment, plan.currency), installment.due_date)
+                  ALL_CHANNELS, 0, "installment", plan.currency)
         for installment, plan, at in due
         if invoices.get(plan.id) and plan.debtor_id not in excluded
     ]  # fmt: skip
@@ -405,7 +409,7 @@ def mark_missed_installments(
         plan_id, inv = invoice
         candidates.append(
             Candidate(inv.id, inv.debtor_id, f"missed:inst:{first_missed[plan_id].id}", now, MISSED_TEMPLATE,
-                      ALL_CHANNELS, MISSED_RANK, "debt", Money(inv.balance_minor, inv.currency), inv.due_date)
+                      ALL_CHANNELS, MISSED_RANK, "debt", inv.currency)
         )  # fmt: skip
     session.flush()
     excluded = _excluded_debtors(session, {c.debtor_id for c in candidates})
@@ -423,18 +427,14 @@ def _open_invoices_of_plans(session: Session, plan_ids: list[int]) -> list[tuple
     return [(plan_id, invoice) for plan_id, invoice in rows]
 
 
-# --- claim and queue ---------------------------------------------------------------------------------------
+# --- claim and queue: SQLite ---------------------------------------------------------------------------------
 
 
 def claim(session: Session, batch: Sequence[Candidate], now: datetime) -> list[tuple[int, Candidate]]:
     """Insert the batch's reminder rows; only the rows this call inserted come back (the others were planned)."""
     if not batch:
         return []
-    dialect = session.get_bind().dialect.name
     by_key = {(c.invoice_id, c.step_key): c for c in batch}
-    if dialect == "postgresql":
-        rows = session.execute(PG_CLAIM, _columns(batch, now))
-        return [(row_id, by_key[(invoice_id, step_key)]) for row_id, invoice_id, step_key in rows]
     values = [
         {"invoice_id": c.invoice_id, "debtor_id": c.debtor_id, "step_key": c.step_key, "due_at": c.due_at,
          "status": "planned", "created_at": now}
@@ -453,51 +453,9 @@ def claim(session: Session, batch: Sequence[Candidate], now: datetime) -> list[t
     ]
 
 
-# On PostgreSQL a batch travels as one array per column: one short statement that the server plans once,
-# instead of a multi-row VALUES list with thousands of parameters for the driver to build and parse.
-PG_CLAIM = text(
-    "INSERT INTO scheduled_reminders (invoice_id, debtor_id, step_key, due_at, status, created_at) "
-    "SELECT b.invoice_id, b.debtor_id, b.step_key, b.due_at, 'planned', :now "
-    "FROM unnest(CAST(:invoice_ids AS integer[]), CAST(:debtor_ids AS integer[]), CAST(:step_keys AS text[]), "
-    "CAST(:due_ats AS timestamptz[])) AS b(invoice_id, debtor_id, step_key, due_at) "
-    "ON CONFLICT (invoice_id, step_key) DO NOTHING RETURNING id, invoice_id, step_key"
-)
-PG_MESSAGES = text(
-    "INSERT INTO messages (conversation_id, debtor_id, direction, channel, body, media, template_key, "
-    "delivery_status, created_at) "
-    "SELECT m.conversation_id, m.debtor_id, 'out', m.channel, m.body, CAST('[]' AS json), m.template_key, "
-    "'queued', :now "
-    "FROM unnest(CAST(:conversation_ids AS integer[]), CAST(:debtor_ids AS integer[]), CAST(:channels AS text[]), "
-    "CAST(:bodies AS text[]), CAST(:template_keys AS text[])) WITH ORDINALITY "
-    "AS m(conversation_id, debtor_id, channel, body, template_key, position) "
-    "ORDER BY m.position RETURNING id"
-)
-PG_OUTBOX = text(
-    "INSERT INTO outbox (message_id, channel, initiated_by, status, attempts, next_attempt_at, created_at) "
-    "SELECT m.id, m.channel, 'bot', 'pending', 0, :now, :now FROM messages AS m "
-    "WHERE m.id = ANY(CAST(:message_ids AS integer[])) RETURNING id, message_id"
-)
-PG_MARK = text(
-    "UPDATE scheduled_reminders AS r SET status = u.status, outbox_id = u.outbox_id, reason = u.reason "
-    "FROM unnest(CAST(:ids AS integer[]), CAST(:statuses AS text[]), CAST(:outbox_ids AS integer[]), "
-    "CAST(:reasons AS text[])) AS u(id, status, outbox_id, reason) WHERE r.id = u.id"
-)
-
-
-def _columns(batch: Sequence[Candidate], now: datetime) -> dict[str, Any]:
-    return {
-        "now": now,
-        "invoice_ids": [c.invoice_id for c in batch],
-        "debtor_ids": [c.debtor_id for c in batch],
-        "step_keys": [c.step_key for c in batch],
-        "due_ats": [c.due_at for c in batch],
-    }
-
-
 @dataclass(frozen=True, slots=True)
 class Recipient:
-    debtor: Any  # a row with the Debtor columns a reminder needs (id, name, locale, timezone, addresses, ...)
-    creditor_name: str
+    debtor: Any  # a row with the Debtor columns a reminder needs (id, addresses, channel preference)
     opted_out: frozenset[str]
     conversations: dict[str, int]
 
@@ -520,21 +478,18 @@ def _recipients(session: Session, debtor_ids: set[int]) -> dict[int, Recipient]:
     ):
         conversations[debtor_id][channel] = conversation_id
     rows = session.execute(
-        select(
-            Debtor.id, Debtor.name, Debtor.locale, Debtor.timezone, Debtor.channel_preference, Debtor.phone,
-            Debtor.email, Debtor.telegram_chat_id, Creditor.name.label("creditor_name"),
+        select(Debtor.id, Debtor.channel_preference, Debtor.phone, Debtor.email, Debtor.telegram_chat_id).where(
+            Debtor.id.in_(ids)
         )
-        .join(Creditor, Creditor.id == Debtor.creditor_id)
-        .where(Debtor.id.in_(ids))
-    )  # fmt: skip
-    return {row.id: Recipient(row, row.creditor_name, frozenset(opted[row.id]), conversations[row.id]) for row in rows}
+    )
+    return {row.id: Recipient(row, frozenset(opted[row.id]), conversations[row.id]) for row in rows}
 
 
 def choose_channel(recipient: Recipient, allowed: Sequence[str]) -> str | None:
     """The debtor's first preferred channel the step allows, with an address and no opt-out.
 
     Web chat has no address to send to: it is reachable while the debtor has an open portal chat, where the
-    reminder appears in the conversation.
+    reminder appears in the conversation. (PG_PLAN_PAGE makes the same choice in SQL.)
     """
     if "all" in recipient.opted_out:
         return None
@@ -551,15 +506,17 @@ def choose_channel(recipient: Recipient, allowed: Sequence[str]) -> str | None:
 
 
 def queue_messages(
-    session: Session, claimed: Sequence[tuple[int, Candidate]], renderer: TemplateRenderer, now: datetime,
-    report: PlanReport,
-) -> None:  # fmt: skip
-    """One message per (debtor, family, currency) for the claimed reminders; mark them queued or skipped."""
+    session: Session, claimed: Sequence[tuple[int, Candidate]], now: datetime, report: PlanReport
+) -> None:
+    """One message per (debtor, family, currency) for the claimed reminders; mark them queued or skipped.
+
+    The message goes in with an empty body: the dispatcher writes it when it sends (`reminder_text`).
+    """
     if not claimed:
         return
     groups: dict[tuple[int, str, str], list[tuple[int, Candidate]]] = defaultdict(list)
     for row_id, candidate in claimed:
-        groups[(candidate.debtor_id, candidate.family, candidate.amount.currency)].append((row_id, candidate))
+        groups[(candidate.debtor_id, candidate.family, candidate.currency)].append((row_id, candidate))
     recipients = _recipients(session, {key[0] for key in groups})
     messages: list[dict[str, Any]] = []
     members_of: list[list[int]] = []
@@ -571,10 +528,9 @@ def queue_messages(
         if channel is None:
             skipped += [row_id for row_id, _ in members]
             continue
-        body = renderer.render(lead.template, recipient.debtor.locale, channel, _variables(recipient, members, now))
         messages.append(
             {"conversation_id": recipient.conversations.get(channel), "debtor_id": debtor_id, "direction": "out",
-             "channel": channel, "body": body, "template_key": lead.template, "delivery_status": "queued",
+             "channel": channel, "body": "", "template_key": lead.template, "delivery_status": "queued",
              "created_at": now, "media": []}
         )  # fmt: skip
         members_of.append([row_id for row_id, _ in members])
@@ -585,13 +541,7 @@ def queue_messages(
     report.messages += len(messages)
     report.queued += sum(len(row_ids) for row_ids in members_of)
     report.skipped += len(skipped)
-    if updates and session.get_bind().dialect.name == "postgresql":
-        session.execute(
-            PG_MARK,
-            {"ids": [u["row_id"] for u in updates], "statuses": [u["new_status"] for u in updates],
-             "outbox_ids": [u["new_outbox_id"] for u in updates], "reasons": [u["why"] for u in updates]},
-        )  # fmt: skip
-    elif updates:
+    if updates:
         table = ScheduledReminder.__table__
         statement = (
             update(table)
@@ -610,8 +560,6 @@ def _insert_messages_and_outbox(session: Session, messages: list[dict[str, Any]]
     """
     if not messages:
         return []
-    if session.get_bind().dialect.name == "postgresql":
-        return _insert_messages_and_outbox_pg(session, messages, now)
     message_table, outbox_table = Message.__table__, Outbox.__table__
     message_ids: list[int | None] = [None] * len(messages)
     pending = list(range(len(messages)))
@@ -633,44 +581,249 @@ def _insert_messages_and_outbox(session: Session, messages: list[dict[str, Any]]
          "attempts": 0, "next_attempt_at": now, "created_at": now}
         for message_id, message in zip(message_ids, messages, strict=True)
     ]  # fmt: skip
-    if not outbox:
-        return []
     statement = insert(outbox_table).returning(outbox_table.c.id, outbox_table.c.message_id)
     outbox_of = {message_id: outbox_id for outbox_id, message_id in session.execute(statement, outbox)}
     return [outbox_of[message_id] for message_id in message_ids]  # type: ignore[index]
-
-
-def _insert_messages_and_outbox_pg(session: Session, messages: list[dict[str, Any]], now: datetime) -> list[int]:
-    # INSERT ... SELECT ... ORDER BY assigns serial ids in that order, so the ids come back in message order.
-    columns = {
-        "now": now,
-        "conversation_ids": [m["conversation_id"] for m in messages],
-        "debtor_ids": [m["debtor_id"] for m in messages],
-        "channels": [m["channel"] for m in messages],
-        "bodies": [m["body"] for m in messages],
-        "template_keys": [m["template_key"] for m in messages],
-    }
-    message_ids = sorted(session.execute(PG_MESSAGES, columns).scalars())
-    outbox_of = {message_id: outbox_id for outbox_id, message_id in session.execute(
-        PG_OUTBOX, {"now": now, "message_ids": message_ids})}  # fmt: skip
-    return [outbox_of[message_id] for message_id in message_ids]
 
 
 def _row(row_id: int, status: str, outbox_id: int | None, reason: str | None) -> dict[str, Any]:
     return {"row_id": row_id, "new_status": status, "new_outbox_id": outbox_id, "why": reason}
 
 
-def _variables(recipient: Recipient, members: Sequence[tuple[int, Candidate]], now: datetime) -> dict[str, Any]:
-    # A debt counts once even if two of its steps are claimed together; installments count each.
-    debts = {c.step_key if c.family == "installment" else c.invoice_id: c for _, c in members}
-    first_due = min(candidate.due_date for candidate in debts.values())
-    local_today = now.astimezone(ZoneInfo(recipient.debtor.timezone)).date()
-    total = sum((c.amount for c in debts.values()), Money(0, next(iter(debts.values())).amount.currency))
+# --- claim and queue: PostgreSQL, one statement per page -------------------------------------------------------
+
+# Everything a page needs, in one statement the server plans once: which step each open debt is due for (the
+# step moments from the debtor's zone with AT TIME ZONE), the page's installment notices (passed in as arrays),
+# one message per (debtor, family, currency) with the lead step's template and the first reachable preferred
+# channel, and the writes. Message and outbox ids are drawn from their sequences up front so that each reminder
+# row goes in once, already `queued` with its outbox id (or `skipped`), instead of being inserted and updated;
+# a message and its outbox row are written only for groups of which this run claimed at least one reminder
+# (ON CONFLICT DO NOTHING: a racing scheduler's rows come back to neither). The foreign keys between the three
+# inserts are checked at the end of the statement, when all of them are in.
+PG_PLAN_PAGE = text("""
+WITH specs AS MATERIALIZED (
+    SELECT * FROM unnest(CAST(:spec_ids AS integer[]), CAST(:spec_creditors AS integer[]),
+                         CAST(:spec_segments AS text[])) AS s(spec_id, creditor_id, segment)
+), steps AS MATERIALIZED (
+    SELECT t.spec_id, t.step_key, t.offset_days, t.template, string_to_array(t.channels, ',') AS channels
+    FROM unnest(CAST(:step_specs AS integer[]), CAST(:step_keys AS text[]), CAST(:step_offsets AS integer[]),
+                CAST(:step_templates AS text[]), CAST(:step_channels AS text[]))
+         AS t(spec_id, step_key, offset_days, template, channels)
+), debts AS (
+    SELECT i.id AS invoice_id, i.debtor_id, i.due_date, i.currency, d.timezone,
+           COALESCE(by_segment.spec_id, by_default.spec_id, 0) AS spec_id,
+           -- the last day whose 10:00 has passed on the debtor's clock: a step is due once due date + offset
+           -- is no later than that
+           CAST(CAST(:now AS timestamptz) AT TIME ZONE d.timezone - INTERVAL '10 hours' AS date) AS reached
+    FROM invoices AS i
+    JOIN debtors AS d ON d.id = i.debtor_id
+    LEFT JOIN specs AS by_segment
+           ON by_segment.creditor_id = i.creditor_id AND by_segment.segment = COALESCE(NULLIF(d.segment, ''), 'default')
+    LEFT JOIN specs AS by_default ON by_default.creditor_id = i.creditor_id AND by_default.segment = 'default'
+    WHERE i.debtor_id > CAST(:after AS integer) AND i.debtor_id <= CAST(:up_to AS integer)
+      AND d.id > CAST(:after AS integer) AND d.id <= CAST(:up_to AS integer)  -- a range of the key, not a scan
+      AND (CAST(:creditor_id AS integer) IS NULL OR i.creditor_id = CAST(:creditor_id AS integer))
+      AND i.status = 'open' AND i.balance_minor > 0 AND i.due_date <= CAST(:horizon AS date)
+      AND NOT EXISTS (SELECT 1 FROM payment_plan_invoices AS ppi JOIN payment_plans AS pp ON pp.id = ppi.plan_id
+                      WHERE ppi.invoice_id = i.id AND pp.status = 'active')
+      AND NOT EXISTS (SELECT 1 FROM consent_opt_outs AS o
+                      WHERE o.debtor_id = i.debtor_id AND o.channel = 'all' AND o.revoked_at IS NULL)
+      AND NOT EXISTS (SELECT 1 FROM cases AS k WHERE k.debtor_id = i.debtor_id AND k.kind = 'dispute'
+                      AND k.status NOT IN ('resolved', 'closed', 'cancelled'))
+      AND NOT EXISTS (SELECT 1 FROM invoices AS x WHERE x.debtor_id = i.debtor_id AND x.status = 'disputed')
+      AND NOT EXISTS (SELECT 1 FROM promises_to_pay AS p WHERE p.debtor_id = i.debtor_id AND p.status = 'pending')
+), due AS (
+    SELECT b.invoice_id, b.debtor_id, st.step_key,
+           ((b.due_date + st.offset_days) + TIME '10:00') AT TIME ZONE b.timezone AS due_at,
+           st.template, st.channels, st.offset_days AS rank, 'debt' AS family, CAST(b.currency AS text) AS currency
+    FROM debts AS b
+    CROSS JOIN LATERAL (
+        SELECT * FROM steps AS t WHERE t.spec_id = b.spec_id AND b.due_date + t.offset_days <= b.reached
+        ORDER BY t.offset_days DESC LIMIT 1
+    ) AS st
+), candidates AS (
+    SELECT * FROM due
+    WHERE due.due_at > COALESCE(
+        (SELECT max(r.due_at) FROM scheduled_reminders AS r
+         WHERE r.invoice_id = due.invoice_id AND r.step_key NOT LIKE '%:%'),
+        '-infinity')
+    UNION ALL
+    SELECT n.invoice_id, n.debtor_id, n.step_key, n.due_at, n.template, string_to_array(n.channels, ','), n.rank,
+           n.family, n.currency
+    FROM unnest(CAST(:notice_invoice_ids AS integer[]), CAST(:notice_debtor_ids AS integer[]),
+                CAST(:notice_step_keys AS text[]), CAST(:notice_due_ats AS timestamptz[]),
+                CAST(:notice_templates AS text[]), CAST(:notice_channels AS text[]), CAST(:notice_ranks AS integer[]),
+                CAST(:notice_families AS text[]), CAST(:notice_currencies AS text[]))
+         AS n(invoice_id, debtor_id, step_key, due_at, template, channels, rank, family, currency)
+), groups AS (
+    SELECT DISTINCT ON (c.debtor_id, c.family, c.currency) c.debtor_id, c.family, c.currency, c.template, c.channels
+    FROM candidates AS c
+    ORDER BY c.debtor_id, c.family, c.currency, c.rank DESC, c.invoice_id, c.step_key
+), routed AS (
+    SELECT g.debtor_id, g.family, g.currency, g.template, chosen.channel, chosen.conversation_id,
+           CASE WHEN chosen.channel IS NOT NULL THEN nextval(CAST(:message_sequence AS regclass)) END AS message_id,
+           CASE WHEN chosen.channel IS NOT NULL THEN nextval(CAST(:outbox_sequence AS regclass)) END AS outbox_id
+    FROM groups AS g
+    JOIN debtors AS d ON d.id = g.debtor_id
+    LEFT JOIN LATERAL (
+        SELECT p.channel,
+               (SELECT max(v.id) FROM conversations AS v
+                WHERE v.debtor_id = d.id AND v.channel = p.channel AND v.mode <> 'closed') AS conversation_id
+        FROM json_array_elements_text(
+                 CASE WHEN json_typeof(d.channel_preference) = 'array' AND json_array_length(d.channel_preference) > 0
+                      THEN d.channel_preference ELSE CAST('["sms"]' AS json) END
+             ) WITH ORDINALITY AS p(channel, position)
+        WHERE p.channel = ANY(g.channels)
+          AND NOT EXISTS (SELECT 1 FROM consent_opt_outs AS o WHERE o.debtor_id = d.id AND o.revoked_at IS NULL
+                          AND o.channel IN (p.channel, 'all'))
+          AND CASE p.channel
+                  WHEN 'sms' THEN COALESCE(d.phone, '') <> ''
+                  WHEN 'whatsapp' THEN COALESCE(d.phone, '') <> ''
+                  WHEN 'email' THEN COALESCE(d.email, '') <> ''
+                  WHEN 'telegram' THEN COALESCE(d.telegram_chat_id, '') <> ''
+                  WHEN 'webchat' THEN EXISTS (SELECT 1 FROM conversations AS v WHERE v.debtor_id = d.id
+                                              AND v.channel = 'webchat' AND v.mode <> 'closed')
+                  ELSE false
+              END
+        ORDER BY p.position LIMIT 1
+    ) AS chosen ON true
+), claimed AS (
+    INSERT INTO scheduled_reminders (invoice_id, debtor_id, step_key, due_at, status, outbox_id, reason, created_at)
+    SELECT c.invoice_id, c.debtor_id, c.step_key, c.due_at,
+           CASE WHEN r.channel IS NULL THEN 'skipped' ELSE 'queued' END, r.outbox_id,
+           CASE WHEN r.channel IS NULL THEN 'no reachable channel' END, CAST(:now AS timestamptz)
+    FROM candidates AS c
+    JOIN routed AS r ON r.debtor_id = c.debtor_id AND r.family = c.family AND r.currency = c.currency
+    ORDER BY c.invoice_id, c.step_key
+    ON CONFLICT (invoice_id, step_key) DO NOTHING
+    RETURNING status, outbox_id
+), sent_groups AS (
+    SELECT * FROM routed WHERE outbox_id IN (SELECT outbox_id FROM claimed)
+), new_messages AS (
+    INSERT INTO messages (id, conversation_id, debtor_id, direction, channel, body, media, template_key,
+                          delivery_status, created_at)
+    SELECT message_id, conversation_id, debtor_id, 'out', channel, '', CAST('[]' AS json), template, 'queued',
+           CAST(:now AS timestamptz)
+    FROM sent_groups
+    RETURNING id
+), new_outbox AS (
+    INSERT INTO outbox (id, message_id, channel, initiated_by, status, attempts, next_attempt_at, created_at)
+    SELECT outbox_id, message_id, channel, 'bot', 'pending', 0, CAST(:now AS timestamptz), CAST(:now AS timestamptz)
+    FROM sent_groups
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM claimed) AS planned,
+       (SELECT count(*) FROM claimed WHERE status = 'queued') AS queued,
+       (SELECT count(*) FROM claimed WHERE status = 'skipped') AS skipped,
+       (SELECT count(*) FROM new_messages) + 0 * (SELECT count(*) FROM new_outbox) AS messages
+""")
+
+
+class PgPlanner:
+    """The per-run parameters of PG_PLAN_PAGE (cadences as arrays, the sequences) and one call per page."""
+
+    def __init__(self, session: Session, cadences: Cadences, now: datetime, creditor_id: int | None) -> None:
+        specs = [((None, None), DEFAULT_CADENCE), *cadences.by_key.items()]
+        steps = [(spec_id, step) for spec_id, (_, spec) in enumerate(specs) for step in spec.steps]
+        sequence = "SELECT pg_get_serial_sequence(:table, 'id')"
+        self.session = session
+        self.constants: dict[str, Any] = {
+            "now": now,
+            "creditor_id": creditor_id,
+            "horizon": now.date() + timedelta(days=cadences.max_lead_days + 1),
+            "spec_ids": list(range(1, len(specs))),
+            "spec_creditors": [creditor for (creditor, _), _ in specs[1:]],
+            "spec_segments": [segment for (_, segment), _ in specs[1:]],
+            "step_specs": [spec_id for spec_id, _ in steps],
+            "step_keys": [step.key for _, step in steps],
+            "step_offsets": [step.offset_days for _, step in steps],
+            "step_templates": [step.template for _, step in steps],
+            "step_channels": [",".join(channel.value for channel in step.channels) for _, step in steps],
+            "message_sequence": session.scalar(text(sequence), {"table": "messages"}),
+            "outbox_sequence": session.scalar(text(sequence), {"table": "outbox"}),
+        }
+
+    def plan_page(self, page: tuple[int, int], notices: Sequence[Candidate], report: PlanReport) -> None:
+        after, up_to = page
+        row = self.session.execute(
+            PG_PLAN_PAGE, {**self.constants, "after": after, "up_to": up_to, **_notice_columns(notices)}
+        ).one()
+        report.planned += row.planned
+        report.queued += row.queued
+        report.skipped += row.skipped
+        report.messages += row.messages
+
+
+def _notice_columns(notices: Sequence[Candidate]) -> dict[str, list[Any]]:
     return {
-        "debtor_name": recipient.debtor.name.split()[0] if recipient.debtor.name else "",
-        "creditor_name": recipient.creditor_name,
-        "count": len(debts),
-        "amount": total,
+        "notice_invoice_ids": [c.invoice_id for c in notices],
+        "notice_debtor_ids": [c.debtor_id for c in notices],
+        "notice_step_keys": [c.step_key for c in notices],
+        "notice_due_ats": [c.due_at for c in notices],
+        "notice_templates": [c.template for c in notices],
+        "notice_channels": [",".join(c.channels) for c in notices],
+        "notice_ranks": [c.rank for c in notices],
+        "notice_families": [c.family for c in notices],
+        "notice_currencies": [c.currency for c in notices],
+    }
+
+
+# --- the text, written when the dispatcher sends ---------------------------------------------------------------
+
+
+def reminder_text(
+    session: Session, outbox_id: int, template_key: str, channel: str, debtor: Debtor, now: datetime
+) -> str | None:
+    """A reminder message's words as of `now`, from the reminder rows queued on `outbox_id`: the balances, the
+    count and the days overdue are those at sending. None when none of its debts is owed any more (paid,
+    disputed, written off since planning) -- or when the outbox row carries no reminders at all."""
+    owed = _still_owed(session, outbox_id)
+    if not owed:
+        return None
+    first_due = min(due_date for _, due_date in owed.values())
+    local_today = now.astimezone(ZoneInfo(debtor.timezone)).date()
+    currency = next(iter(owed.values()))[0].currency
+    variables = {
+        "debtor_name": debtor.name.split()[0] if debtor.name else "",
+        "creditor_name": debtor.creditor.name,
+        "count": len(owed),
+        "amount": sum((amount for amount, _ in owed.values()), Money(0, currency)),
         "due_date": first_due,
         "days_overdue": max(0, (local_today - first_due).days),
     }
+    return TemplateRenderer.from_session(session).render(template_key, debtor.locale, channel, variables)
+
+
+def _still_owed(session: Session, outbox_id: int) -> dict[object, tuple[Money, date]]:
+    """What the message's reminders are about and is still owed: each open debt once (two of its steps may
+    share a message), each unpaid installment of the plan."""
+    rows = session.execute(
+        select(ScheduledReminder.step_key, Invoice.id, Invoice.status, Invoice.balance_minor, Invoice.currency,
+               Invoice.due_date)
+        .join(Invoice, Invoice.id == ScheduledReminder.invoice_id)
+        .where(ScheduledReminder.outbox_id == outbox_id)
+    ).all()  # fmt: skip
+    owed: dict[object, tuple[Money, date]] = {}
+    installment_ids = [int(key.split(":")[1]) for key, *_ in rows if key.startswith("inst:")]
+    for key, invoice_id, status, balance, currency, due_date in rows:
+        if not key.startswith("inst:") and status == "open" and balance > 0:
+            owed[invoice_id] = (Money(balance, currency), due_date)
+    if installment_ids:
+        for installment, currency in session.execute(
+            select(Installment, PaymentPlan.currency)
+            .join(PaymentPlan, PaymentPlan.id == Installment.plan_id)
+            .where(Installment.id.in_(installment_ids), Installment.paid_minor < Installment.amount_minor)
+        ).tuples():
+            owed[f"inst:{installment.id}"] = (_remaining(installment, currency), installment.due_date)
+    return owed
+
+
+def queued_reminder_preview(session: Session, message: Message, debtor: Debtor, now: datetime) -> str:
+    """What a queued reminder would say if it went out at `now` (the console timeline shows this until the
+    dispatcher writes the real words); "" for a message that is not an unsent reminder."""
+    if message.body or not message.template_key or message.direction != "out":
+        return message.body
+    outbox_id = session.scalar(select(Outbox.id).where(Outbox.message_id == message.id))
+    if outbox_id is None:
+        return ""
+    return reminder_text(session, outbox_id, message.template_key, message.channel, debtor, now) or ""

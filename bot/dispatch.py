@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bot.audit import record
+from bot.campaigns import reminder_text
 from bot.compliance import ContactPolicy, Decision, load_context
 from bot.domain import Clock, DeliveryStatus, OutboundMessage, PermanentError, SendResult, TransientError
 from bot.models import ConsentOptOut, Conversation, Debtor, Message, Outbox
@@ -38,6 +39,7 @@ BASE_DELAY_SECONDS = 5.0
 MAX_DELAY_SECONDS = 3600.0
 WHATSAPP_WINDOW = timedelta(hours=24)
 FORCE_TEMPLATE = "force_template"
+NOTHING_OWED = "nothing_owed"  # a reminder whose debts were all paid (or disputed, ...) before it went out
 
 
 def backoff(attempts: int, retry_after: float | None = None) -> float:
@@ -147,6 +149,12 @@ class Dispatcher:
             row.decision_reason = decision.as_stored() + (f";{FORCE_TEMPLATE}" if forced else "")
             if decision.verdict != "allow":
                 return self._hold(uow, row, decision)
+            if not message.body and message.template_key and row.initiated_by == "bot":
+                # A planned reminder: its words are written now, with the balances as of sending.
+                body = reminder_text(session, row.id, message.template_key, row.channel, debtor, now)
+                if body is None:
+                    return self._cancel(uow, row, NOTHING_OWED)
+                message.body = body
             conversation = session.get(Conversation, message.conversation_id) if message.conversation_id else None
             recipient = conversation.address if conversation else ADDRESS_OF[row.channel](debtor)
             wait = self._rate_wait(row.channel, recipient)
@@ -185,6 +193,13 @@ class Dispatcher:
             return "deferred"
         row.status, row.message.delivery_status = "cancelled", "cancelled"
         record(uow.session, "system", "message.blocked", row.message, reason=str(decision.reason))
+        uow.commit()
+        return "cancelled"
+
+    def _cancel(self, uow: UnitOfWork, row: Outbox, reason: str) -> str:
+        row.lease_owner, row.lease_until, row.decision_reason = None, None, reason
+        row.status, row.message.delivery_status = "cancelled", "cancelled"
+        record(uow.session, "system", "message.blocked", row.message, reason=reason)
         uow.commit()
         return "cancelled"
 

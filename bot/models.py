@@ -458,7 +458,8 @@ class ScheduledReminder(Base):
     """One planned cadence step for one debt; the unique key makes planning it twice impossible."""
 
     __tablename__ = "scheduled_reminders"
-    __table_args__ = (UniqueConstraint("invoice_id", "step_key"), Index("ix_reminders_due", "status", "due_at"))
+    # No (status, due_at) index: nothing reads reminders that way, and planning writes millions of rows.
+    __table_args__ = (UniqueConstraint("invoice_id", "step_key"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id", ondelete="CASCADE"))
@@ -466,7 +467,8 @@ class ScheduledReminder(Base):
     step_key: Mapped[str] = mapped_column(String(64))
     due_at: Mapped[datetime]
     status: Mapped[str] = mapped_column(String(16), default="planned")
-    outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id", ondelete="SET NULL"))
+    # Indexed: the dispatcher (its compliance gate, and the words it writes) reads the rows of an outbox row.
+    outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id", ondelete="SET NULL"), index=True)
     reason: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

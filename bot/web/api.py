@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bot import audit
+from bot.campaigns import queued_reminder_preview
 from bot.debtors import FieldError, balances, open_invoices, to_minor, upsert_debtor
 from bot.domain import Money
 from bot.models import (
@@ -392,7 +393,7 @@ def invoice_out(invoice: Invoice) -> InvoiceOut:
 def timeline(session: Session, debtor: Debtor, limit: int) -> list[TimelineItem]:
     """Everything that happened to the debtor, newest first: each source's newest `limit`, merged and cut."""
     items: list[TimelineItem] = [
-        *_messages(session, debtor.id, limit),
+        *_messages(session, debtor, limit),
         *_payments(session, debtor.id, limit),
         *(
             TimelinePromise(
@@ -430,19 +431,21 @@ def _newest(session: Session, model: Any, at: Any, debtor_id: int, limit: int) -
     )
 
 
-def _messages(session: Session, debtor_id: int, limit: int) -> list[TimelineMessage]:
+def _messages(session: Session, debtor: Debtor, limit: int) -> list[TimelineMessage]:
+    now = services().clock()
     return [
         TimelineMessage(
             at=m.created_at,
             id=m.id,
             direction=m.direction,
             channel=m.channel,
-            text=m.body[:MESSAGE_SUMMARY_CHARS],
+            # A planned reminder has no words until the dispatcher sends it: show them as they would go out now.
+            text=(m.body or queued_reminder_preview(session, m, debtor, now))[:MESSAGE_SUMMARY_CHARS],
             template_key=m.template_key,
             delivery_status=m.delivery_status,
             intent=m.intent,
         )
-        for m in _newest(session, Message, Message.created_at, debtor_id, limit)
+        for m in _newest(session, Message, Message.created_at, debtor.id, limit)
     ]
 
 

@@ -9,12 +9,13 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
-from bot.campaigns import DEFAULT_CADENCE, PlanReport, plan_reminders, validate_cadence
+from bot.campaigns import DEFAULT_CADENCE, PlanReport, plan_reminders, reminder_text, validate_cadence
 from bot.models import (
     AuditEvent,
     Cadence,
     Case,
     ConsentOptOut,
+    Debtor,
     Installment,
     Invoice,
     Message,
@@ -48,14 +49,18 @@ def reminders(db) -> list[tuple[str, str, datetime, str]]:
         return [tuple(row) for row in rows]
 
 
-def bodies(db) -> list[tuple[str, str]]:
+def bodies(db, at: datetime) -> list[tuple[str, str]]:
+    """The queued reminders' templates and the words the dispatcher would write for them at `at`."""
     with db.session() as session:
         rows = session.execute(
-            select(Message.template_key, Message.body)
-            .join(Outbox, Outbox.message_id == Message.id)
-            .order_by(Message.id)
-        )
-        return [tuple(row) for row in rows]
+            select(Message, Outbox.id).join(Outbox, Outbox.message_id == Message.id).order_by(Message.id)
+        ).all()
+        assert all(message.body == "" for message, _ in rows)  # written at sending, not at planning
+        return [
+            (message.template_key, reminder_text(session, outbox_id, message.template_key, message.channel,
+                                                 session.get_one(Debtor, message.debtor_id), at))
+            for message, outbox_id in rows
+        ]  # fmt: skip
 
 
 # --- cadence validation ------------------------------------------------------------------------------------
@@ -111,7 +116,10 @@ def test_running_twice_plans_once_and_the_next_step_follows(db, make_debtor):
     assert plan(db, datetime(2026, 12, 2, 18, tzinfo=UTC)).planned == 0
     assert plan(db, datetime(2026, 12, 5, 14, tzinfo=UTC)).planned == 1
     assert [(step, status) for _, step, _, status in reminders(db)] == [("due", "queued"), ("pre3", "queued")]
-    assert [key for key, _ in bodies(db)] == ["reminder_before_due", "reminder_due_today"]
+    assert [key for key, _ in bodies(db, datetime(2026, 12, 5, 14, tzinfo=UTC))] == [
+        "reminder_before_due",
+        "reminder_due_today",
+    ]
 
 
 def test_a_debt_entering_late_gets_only_the_latest_step(db, make_debtor):
@@ -241,7 +249,7 @@ def test_installments_are_reminded_on_their_day(db, make_debtor):
     [(_, step, due_at, status)] = reminders(db)
     assert step.startswith("inst:") and step.endswith(":due") and due_at == datetime(2026, 11, 30, 13, tzinfo=UTC)
     assert status == "queued"
-    assert bodies(db) == [
+    assert bodies(db, datetime(2026, 11, 30, 20, tzinfo=UTC)) == [
         ("reminder_installment_due", "Hola Ana, hoy vence su cuota de $15.330 de su plan con Aguas del Valle. "
                                      "Gracias por mantenerse al día.")
     ]  # fmt: skip
@@ -261,7 +269,7 @@ def test_a_missed_installment_breaks_the_plan_and_the_debt_returns(db, make_debt
     steps = [step for _, step, _, _ in reminders(db)]
     # One message covers both the missed notice and the cadence step the returning debt was due for.
     assert steps[0].startswith("missed:inst:") and steps[1] == "od15"
-    assert [key for key, _ in bodies(db)] == ["reminder_installment_missed"]
+    assert [key for key, _ in bodies(db, datetime(2026, 11, 25, 15, tzinfo=UTC))] == ["reminder_installment_missed"]
     assert plan(db, datetime(2026, 11, 25, 18, tzinfo=UTC)).planned == 0
 
 
@@ -278,7 +286,7 @@ def test_several_due_invoices_make_one_message(db, make_debtor):
     )
     report = plan(db, datetime(2026, 11, 25, 15, tzinfo=UTC))
     assert (report.planned, report.messages, report.queued) == (3, 1, 3)
-    [(key, body)] = bodies(db)
+    [(key, body)] = bodies(db, datetime(2026, 11, 25, 15, tzinfo=UTC))
     assert key == "reminder_overdue"
     assert "tiene 3 documentos vencidos por $35.500" in body and "10 de noviembre de 2026" in body
     with db.session() as session:
@@ -292,6 +300,6 @@ def test_messages_are_rendered_in_the_debtors_language_and_money(db, make_credit
     make_debtor(creditor, external_ref="EN", locale="en-US", timezone="America/New_York",
                 invoices=[{"number": "N-1", "amount": "1234.50", "currency": "USD", "due_date": DUE}])  # fmt: skip
     plan(db, datetime(2026, 12, 5, 18, tzinfo=UTC))
-    texts = [body for _, body in bodies(db)]
+    texts = [body for _, body in bodies(db, datetime(2026, 12, 5, 18, tzinfo=UTC))]
     assert any("hoy vence su documento con Aguas del Valle por $1,234.50" in text for text in texts)
     assert any("your document with Aguas del Valle for $1,234.50 is due today" in text for text in texts)

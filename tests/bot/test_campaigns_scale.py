@@ -106,4 +106,4 @@ def test_a_debtor_with_an_open_portal_chat_gets_the_reminder_in_that_chat(db, ma
         skipped = session.scalars(select(ScheduledReminder.debtor_id).where(ScheduledReminder.status == "skipped"))
         assert set(skipped) == {silent}
     assert (message.debtor_id, message.channel, message.conversation_id) == (chatting, "webchat", chat_id)
-    assert "Aguas del Valle" in message.body
+    assert message.body == ""  # written by the dispatcher as it sends (tests/bot/test_demo.py reads it in the chat)
