@@ -10,9 +10,7 @@ from typing import Any, Protocol
 
 import dateparser
 from pydantic import ValidationError
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session, joinedload
 
 from bot.debtors import balances, national_id_tail, open_invoices, secret_hash
@@ -208,6 +206,24 @@ def lock_key(debtor_id: int, channel: str) -> str:
     return f"conversation:{debtor_id}:{channel}"
 
 
+# Insert-or-ignore on (channel, provider_message_id), as text: SQLAlchemy cannot cache the dialects'
+# INSERT ... ON CONFLICT constructs, and compiling one anew on every webhook cost more CPU than running it.
+# PostgreSQL and SQLite (3.35+) share this syntax.
+_INBOUND_COLUMNS = (
+    "conversation_id", "debtor_id", "direction", "channel", "body", "media", "provider_message_id",
+    "delivery_status", "created_at", "intent", "confidence",
+)  # fmt: skip
+_INSERT_INBOUND = (
+    text(
+        f"INSERT INTO messages ({', '.join(_INBOUND_COLUMNS)}) "
+        f"VALUES ({', '.join(':' + name for name in _INBOUND_COLUMNS)}) "
+        "ON CONFLICT (channel, provider_message_id) DO NOTHING RETURNING id"
+    )
+    .bindparams(*(bindparam(name, type_=Message.__table__.c[name].type) for name in _INBOUND_COLUMNS))
+    .columns(id=Message.__table__.c.id.type)
+)
+
+
 def _insert_inbound(
     session: Session, conversation: Conversation, message: InboundMessage, turn: Turn | None = None
 ) -> int | None:
@@ -225,14 +241,7 @@ def _insert_inbound(
         "intent": turn.intent.value if turn else None,
         "confidence": turn.confidence if turn else None,
     }
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    statement = (
-        insert(Message)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["channel", "provider_message_id"])
-        .returning(Message.id)
-    )
-    return session.execute(statement).scalar_one_or_none()
+    return session.execute(_INSERT_INBOUND, values).scalar_one_or_none()
 
 
 def _state_of(conversation: Conversation) -> ConversationState:
