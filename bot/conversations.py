@@ -10,15 +10,15 @@ from typing import Any, Protocol
 
 import dateparser
 from pydantic import ValidationError
-from sqlalchemy import bindparam, select, text
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy import Select, and_, bindparam, func, select, text
+from sqlalchemy.orm import Session, aliased, joinedload
 
-from bot.debtors import balances, national_id_tail, open_invoices, secret_hash
+from bot.debtors import balances, national_id_tail, secret_hash
 from bot.domain import Clock, ConversationState, FaqAnswer, InboundMessage, OutboundMessage, Reply, Turn
 from bot.effects import Effects
 from bot.engine import DebtorFacts, DialogEngine
 from bot.i18n import language_of
-from bot.models import Conversation, Creditor, Debtor, Message, Outbox
+from bot.models import Conversation, Creditor, Debtor, Invoice, Message, Outbox
 from bot.negotiation import DEFAULT_POLICY, NegotiationPolicy
 from bot.portal import PortalTokens
 from bot.store import ConversationLocks, Database, UnitOfWork
@@ -96,10 +96,10 @@ class ConversationService:
         debtor = session.get(Debtor, debtor_id, options=[joinedload(Debtor.creditor)])
         if debtor is None:
             raise LookupError(f"debtor {debtor_id} not found")
-        conversation = self._conversation(session, debtor, message, verified)
+        conversation, invoices = self._conversation(session, debtor, message, verified)
         if not message.text.strip():
             return self._media_only(uow, conversation, debtor, message)
-        facts = _facts(session, debtor, self.secret_key, self._faq(debtor.creditor.slug))
+        facts = _facts(debtor, invoices, self.secret_key, self._faq(debtor.creditor.slug))
         # The turn is computed before the dedupe insert so the intent goes into that one INSERT; a duplicate's
         # turn is thrown away with the rolled-back transaction (the engine itself writes nothing).
         if refresh := getattr(self.engine.flows, "refresh", None):  # bot/flow_store.py: published flows
@@ -144,21 +144,18 @@ class ConversationService:
 
         return guarded
 
-    def _conversation(self, session: Session, debtor: Debtor, message: InboundMessage, verified: bool) -> Conversation:
-        conversation = session.scalars(
-            select(Conversation)
-            .where(Conversation.debtor_id == debtor.id, Conversation.channel == message.channel)
-            .where(Conversation.mode != "closed")
-            .order_by(Conversation.id.desc())
-            .limit(1)
-        ).first()
+    def _conversation(
+        self, session: Session, debtor: Debtor, message: InboundMessage, verified: bool
+    ) -> tuple[Conversation, list[Invoice]]:
+        """The open conversation on the message's channel (opened if there is none) and the open invoices."""
+        conversation, invoices = _open_conversation_and_invoices(session, debtor.id, message.channel)
         if conversation is None:
             conversation = Conversation(debtor_id=debtor.id, channel=message.channel, address=message.sender)
             session.add(conversation)
             session.flush()
         if verified and conversation.identity_verified_at is None:
             conversation.identity_verified_at = self.clock()
-        return conversation
+        return conversation, invoices
 
     def _store_replies(
         self, session: Session, conversation: Conversation, debtor: Debtor, turn: Turn, outputs: dict[str, Any]
@@ -244,6 +241,42 @@ def _insert_inbound(
     return session.execute(_INSERT_INBOUND, values).scalar_one_or_none()
 
 
+def _open_conversation_and_invoices_statement() -> Select[tuple[Conversation, Invoice]]:
+    """Built once: constructing the alias and the joins cost more CPU per webhook than running the query."""
+    other = aliased(Conversation)
+    latest_open = (
+        select(func.max(other.id))
+        .where(other.debtor_id == bindparam("debtor_id"), other.channel == bindparam("channel"))
+        .where(other.mode != "closed")
+        .scalar_subquery()
+    )
+    return (
+        select(Conversation, Invoice)
+        .select_from(Debtor)
+        .outerjoin(Conversation, Conversation.id == latest_open)
+        .outerjoin(
+            Invoice, and_(Invoice.debtor_id == Debtor.id, Invoice.balance_minor > 0, Invoice.status == "open")
+        )
+        .where(Debtor.id == bindparam("debtor_id"))
+        .order_by(Invoice.due_date, Invoice.id)
+    )
+
+
+_OPEN_CONVERSATION_AND_INVOICES = _open_conversation_and_invoices_statement()
+
+
+def _open_conversation_and_invoices(
+    session: Session, debtor_id: int, channel: str
+) -> tuple[Conversation | None, list[Invoice]]:
+    """The debtor's latest open conversation on `channel` and its open invoices (as bot.debtors.open_invoices:
+    oldest due first) in one statement: one row per invoice, or one row of NULLs-for-invoice when none.
+    Read after the conversation lock is taken, so the state is the one the previous turn committed."""
+    parameters = {"debtor_id": debtor_id, "channel": channel}
+    rows = session.execute(_OPEN_CONVERSATION_AND_INVOICES, parameters).all()
+    conversation = rows[0][0] if rows else None
+    return conversation, [invoice for _, invoice in rows if invoice is not None]
+
+
 def _state_of(conversation: Conversation) -> ConversationState:
     return ConversationState(
         flow_name=conversation.flow_name,
@@ -265,9 +298,8 @@ def _apply_state(conversation: Conversation, turn: Turn, message: InboundMessage
 
 
 def _facts(
-    session: Session, debtor: Debtor, secret_key: str, faq: Callable[[str, str], FaqAnswer | None] | None
+    debtor: Debtor, invoices: list[Invoice], secret_key: str, faq: Callable[[str, str], FaqAnswer | None] | None
 ) -> DebtorFacts:
-    invoices = open_invoices(session, debtor.id)
     # A debtor rarely owes in two currencies; then the bot speaks of the one falling due first.
     currency = invoices[0].currency if invoices else None
     balance = next((money for money in balances(invoices) if money.currency == currency), None)
