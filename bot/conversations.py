@@ -254,9 +254,7 @@ def _open_conversation_and_invoices_statement() -> Select[tuple[Conversation, In
         select(Conversation, Invoice)
         .select_from(Debtor)
         .outerjoin(Conversation, Conversation.id == latest_open)
-        .outerjoin(
-            Invoice, and_(Invoice.debtor_id == Debtor.id, Invoice.balance_minor > 0, Invoice.status == "open")
-        )
+        .outerjoin(Invoice, and_(Invoice.debtor_id == Debtor.id, Invoice.balance_minor > 0, Invoice.status == "open"))
         .where(Debtor.id == bindparam("debtor_id"))
         .order_by(Invoice.due_date, Invoice.id)
     )
