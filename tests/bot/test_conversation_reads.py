@@ -1,15 +1,16 @@
-"""The webhook's one read after the conversation lock: the latest open conversation on the channel and the open
-invoices, oldest due first (what bot.debtors.open_invoices returns), in a single statement."""
+"""The webhook's statements: one read after the conversation lock (the latest open conversation on the channel and
+the open invoices, oldest due first, as bot.debtors.open_invoices returns them), and the replies with their outbox
+rows in two INSERTs."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 
-from sqlalchemy import update
+from sqlalchemy import event, select, update
 
-from bot.conversations import _open_conversation_and_invoices
+from bot.conversations import _insert_replies, _open_conversation_and_invoices
 from bot.debtors import open_invoices
-from bot.models import Conversation, Invoice
+from bot.models import Conversation, Invoice, Message, Outbox
 
 INVOICES = [
     {"number": "F-3", "amount": "30000", "due_date": date(2026, 12, 20)},
@@ -50,3 +51,37 @@ def test_no_open_conversation_and_no_invoices(db, make_debtor):
         session.commit()
         assert _open_conversation_and_invoices(session, debtor.id, "sms") == (None, [])
         assert _open_conversation_and_invoices(session, debtor.id, "email") == (None, [])
+
+
+def test_replies_are_stored_in_order_with_their_outbox_rows_in_two_statements(db, make_debtor):
+    debtor = make_debtor()
+    now = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
+    statements: list[str] = []
+    with db.session() as session:
+        conversation = Conversation(debtor_id=debtor.id, channel="sms", address="+56961234567")
+        session.add(conversation)
+        session.flush()
+        rows = [
+            {"conversation_id": conversation.id, "debtor_id": debtor.id, "direction": "out", "channel": "sms",
+             "body": f"reply {n}", "media": [], "template_key": f"key_{n}", "knowledge_source": None,
+             "delivery_status": "queued", "created_at": now}
+            for n in range(3)
+        ]  # fmt: skip
+
+        def note(_connection: object, _cursor: object, sql: str, *_args: object) -> None:
+            statements.append(sql)
+
+        event.listen(db.engine, "before_cursor_execute", note)
+        try:
+            ids = _insert_replies(session, rows, queue=True, now=now)
+        finally:
+            event.remove(db.engine, "before_cursor_execute", note)
+        session.commit()
+        bodies = {message.id: message.body for message in session.scalars(select(Message))}
+        queued = session.scalars(select(Outbox).order_by(Outbox.message_id)).all()
+    # Two round trips on PostgreSQL; SQLite (no round trips to save) inserts RETURNING rows one at a time.
+    assert len(statements) == (2 if db.dialect == "postgresql" else len(rows) + 1)
+    assert [bodies[message_id] for message_id in ids] == ["reply 0", "reply 1", "reply 2"]
+    assert [(row.message_id, row.initiated_by, row.status) for row in queued] == [
+        (message_id, "reply", "pending") for message_id in sorted(ids)
+    ]
