@@ -53,6 +53,10 @@ class Rephraser(Protocol):
     def rephrase(self, text: str, language: str, *, message_id: int | None = None) -> str: ...
 
 
+# Built once: the loader option is the same for every message.
+_WITH_CREDITOR = (joinedload(Debtor.creditor),)
+
+
 @dataclass(frozen=True, slots=True)
 class Received:
     """What handling one inbound message produced; `duplicate` means it was seen before and ignored."""
@@ -94,7 +98,7 @@ class ConversationService:
     ) -> Received:
         """`receive` inside a unit of work the caller opened and whose conversation lock it holds."""
         session = uow.session
-        debtor = session.get(Debtor, debtor_id, options=[joinedload(Debtor.creditor)])
+        debtor = session.get(Debtor, debtor_id, options=_WITH_CREDITOR)
         if debtor is None:
             raise LookupError(f"debtor {debtor_id} not found")
         conversation, invoices = self._conversation(session, debtor, message, verified)
