@@ -63,6 +63,7 @@ class RunResult:
     statuses: Counter[int] = field(default_factory=Counter)
     errors: int = 0
     elapsed: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds by process group while driving
 
     @property
     def ok(self) -> int:
@@ -133,9 +134,12 @@ def run(args: argparse.Namespace, url: str) -> None:
     targets = () if args.profile_only else (("cobrabot", "bot.wsgi:app"), ("bare flask", "bare_app:app"))
     for label, target in targets:
         requests = payloads.take(total) if label == "cobrabot" else payloads.bare(total)
-        with gunicorn(target, env, args.workers, args.threads) as port:
+        with gunicorn(target, env, args.workers, args.threads) as (port, master):
             drive(port, requests[: args.warmup], args.concurrency, args.max_seconds, "warm-up")
+            before = cpu_seconds(master, make_url(url).database or "")
             result = drive(port, requests[args.warmup :], args.concurrency, args.max_seconds, label)
+            after = cpu_seconds(master, make_url(url).database or "")
+            result.cpu = {group: after[group] - before.get(group, 0.0) for group in after}
         results.append(result)
     if results:
         report(results, args)
@@ -215,7 +219,7 @@ class Payloads:
 
 
 @contextmanager
-def gunicorn(target: str, env: dict[str, str], workers: int, threads: int) -> Iterator[int]:
+def gunicorn(target: str, env: dict[str, str], workers: int, threads: int) -> Iterator[tuple[int, int]]:
     """gthread workers: each request is a short CPU burst plus a few database round trips, so a handful of
     threads per worker keeps both cores busy while one thread waits on PostgreSQL; sync workers would idle
     during those waits, and async workers would need gevent-patched drivers."""
@@ -226,7 +230,7 @@ def gunicorn(target: str, env: dict[str, str], workers: int, threads: int) -> It
     process = subprocess.Popen(command, env=env, cwd=ROOT)
     try:
         wait_ready(port, process)
-        yield port
+        yield port, process.pid
     finally:
         process.terminate()
         try:
@@ -234,6 +238,31 @@ def gunicorn(target: str, env: dict[str, str], workers: int, threads: int) -> It
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+
+
+def cpu_seconds(gunicorn_master: int, database: str) -> dict[str, float]:
+    """CPU (user + system) so far of the gunicorn master and workers, the PostgreSQL backends serving the scratch
+    database, and this process (the load generator), from /proc; empty where there is no /proc."""
+    groups: dict[str, float] = {}
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # the process ended meanwhile
+        fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, ..., utime (12th), stime
+        pid, parent, used = int(entry.name), int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks
+        if gunicorn_master in (pid, parent):
+            group = "gunicorn"
+        elif command.startswith("postgres:") and f" {database} " in command:
+            group = "postgres"
+        elif pid == os.getpid():
+            group = "load generator"
+        else:
+            continue
+        groups[group] = groups.get(group, 0.0) + used
+    return groups
 
 
 def free_port() -> int:
@@ -316,6 +345,10 @@ def report(results: list[RunResult], args: argparse.Namespace) -> None:
             f"{result.label:<12}{result.ok:>8}{failed:>8}{result.rate:>10,.0f}"
             f"{result.percentile(0.5):>10.1f}{result.percentile(0.99):>10.1f}{worst:>10.1f}"
         )
+    for result in results:
+        if result.cpu and result.ok:
+            spent = ", ".join(f"{group} {seconds / result.ok * 1000:.2f}" for group, seconds in result.cpu.items())
+            print(f"CPU ms per request, {result.label}: {spent}")
     ratio = app.rate / bare.rate if bare.rate else float("nan")
     print(f"ratio cobrabot / bare flask: {ratio:.2f}  (mean latency {statistics.fmean(app.latencies) * 1000:.1f} ms)")
 
@@ -360,6 +393,21 @@ def count_round_trips(app: object, client: object, requests: list[tuple[bytes, d
         print("\n".join(f"  {sql[:160]}" for sql in shown))
 
 
+def time_per_webhook(client: object, requests: list[tuple[bytes, dict[str, str]]]) -> None:
+    """Wall and CPU time per webhook in-process, one thread, no profiler: wall minus CPU is the time spent
+    waiting on PostgreSQL (this process's CPU includes the driver's syscalls, not the server's work)."""
+    wall, cpu = time.perf_counter(), time.thread_time()
+    for body, headers in requests:
+        client.post(PATH, data=body, headers=headers)  # type: ignore[attr-defined]
+    wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
+    count = len(requests)
+    per_wall, per_cpu = wall / count * 1000, cpu / count * 1000
+    print(
+        f"timed     {count} webhooks in-process, one thread: {count / wall:,.0f} webhooks/s, "
+        f"{per_wall:.2f} ms wall = {per_cpu:.2f} ms CPU + {per_wall - per_cpu:.2f} ms waiting"
+    )
+
+
 def profile(url: str, redis_url: str, requests: list[tuple[bytes, dict[str, str]]]) -> None:
     """The same kind of payloads through app.test_client() in this process, one at a time, under cProfile."""
     from bot.app import create_app
@@ -379,7 +427,8 @@ def profile(url: str, redis_url: str, requests: list[tuple[bytes, dict[str, str]
     for body, headers in warm:
         client.post(PATH, data=body, headers=headers)
     count_round_trips(app, client, measured[:50])
-    measured = measured[50:]
+    timed, measured = measured[50 : len(measured) // 2], measured[len(measured) // 2 :]
+    time_per_webhook(client, timed)
     profiler = cProfile.Profile()
     started = time.perf_counter()
     profiler.enable()
@@ -387,7 +436,11 @@ def profile(url: str, redis_url: str, requests: list[tuple[bytes, dict[str, str]
         client.post(PATH, data=body, headers=headers)
     profiler.disable()
     elapsed = time.perf_counter() - started
-    print(f"\nprofile   {len(measured)} requests in-process: {len(measured) / elapsed:,.0f} req/s under cProfile")
+    calls = pstats.Stats(profiler).total_calls  # type: ignore[attr-defined]
+    print(
+        f"\nprofile   {len(measured)} requests in-process: {len(measured) / elapsed:,.0f} req/s under cProfile, "
+        f"{calls / len(measured):,.0f} Python function calls per webhook (load-independent)"
+    )
     # Own time first (where the CPU or the wait is), then cumulative time of Cobrabot's own functions only.
     for key, restriction in (("tottime", ()), ("cumulative", (r"/(bot|channels)/",))):
         out = io.StringIO()

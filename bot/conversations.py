@@ -6,21 +6,20 @@ import hmac
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 import dateparser
 from pydantic import ValidationError
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy import Select, and_, bindparam, func, insert, select, text
+from sqlalchemy.orm import Session, aliased, joinedload
 
-from bot.debtors import balances, national_id_tail, open_invoices, secret_hash
+from bot.debtors import balances, national_id_tail, secret_hash
 from bot.domain import Clock, ConversationState, FaqAnswer, InboundMessage, OutboundMessage, Reply, Turn
 from bot.effects import Effects
 from bot.engine import DebtorFacts, DialogEngine
 from bot.i18n import language_of
-from bot.models import Conversation, Creditor, Debtor, Message, Outbox
+from bot.models import Conversation, Creditor, Debtor, Invoice, Message, Outbox
 from bot.negotiation import DEFAULT_POLICY, NegotiationPolicy
 from bot.portal import PortalTokens
 from bot.store import ConversationLocks, Database, UnitOfWork
@@ -52,6 +51,10 @@ class Rephraser(Protocol):
     """bot/nlu/rephrase.py: rewords a reply, or returns it unchanged when the rewording adds any fact."""
 
     def rephrase(self, text: str, language: str, *, message_id: int | None = None) -> str: ...
+
+
+# Built once: the loader option is the same for every message.
+_WITH_CREDITOR = (joinedload(Debtor.creditor),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,13 +98,13 @@ class ConversationService:
     ) -> Received:
         """`receive` inside a unit of work the caller opened and whose conversation lock it holds."""
         session = uow.session
-        debtor = session.get(Debtor, debtor_id, options=[joinedload(Debtor.creditor)])
+        debtor = session.get(Debtor, debtor_id, options=_WITH_CREDITOR)
         if debtor is None:
             raise LookupError(f"debtor {debtor_id} not found")
-        conversation = self._conversation(session, debtor, message, verified)
+        conversation, invoices = self._conversation(session, debtor, message, verified)
         if not message.text.strip():
             return self._media_only(uow, conversation, debtor, message)
-        facts = _facts(session, debtor, self.secret_key, self._faq(debtor.creditor.slug))
+        facts = _facts(debtor, invoices, self.secret_key, self._faq(debtor.creditor.slug))
         # The turn is computed before the dedupe insert so the intent goes into that one INSERT; a duplicate's
         # turn is thrown away with the rolled-back transaction (the engine itself writes nothing).
         if refresh := getattr(self.engine.flows, "refresh", None):  # bot/flow_store.py: published flows
@@ -146,21 +149,18 @@ class ConversationService:
 
         return guarded
 
-    def _conversation(self, session: Session, debtor: Debtor, message: InboundMessage, verified: bool) -> Conversation:
-        conversation = session.scalars(
-            select(Conversation)
-            .where(Conversation.debtor_id == debtor.id, Conversation.channel == message.channel)
-            .where(Conversation.mode != "closed")
-            .order_by(Conversation.id.desc())
-            .limit(1)
-        ).first()
+    def _conversation(
+        self, session: Session, debtor: Debtor, message: InboundMessage, verified: bool
+    ) -> tuple[Conversation, list[Invoice]]:
+        """The open conversation on the message's channel (opened if there is none) and the open invoices."""
+        conversation, invoices = _open_conversation_and_invoices(session, debtor.id, message.channel)
         if conversation is None:
             conversation = Conversation(debtor_id=debtor.id, channel=message.channel, address=message.sender)
             session.add(conversation)
             session.flush()
         if verified and conversation.identity_verified_at is None:
             conversation.identity_verified_at = self.clock()
-        return conversation
+        return conversation, invoices
 
     def _store_replies(
         self, session: Session, conversation: Conversation, debtor: Debtor, turn: Turn, outputs: dict[str, Any]
@@ -173,39 +173,77 @@ class ConversationService:
             text = renderer.render(reply.template_key, debtor.locale, conversation.channel, outputs | reply.variables)
             if self.rephraser and conversation.identity_verified_at and reply.template_key in REPHRASABLE:
                 text = self.rephraser.rephrase(text, language_of(debtor.locale))
-            row = Message(
-                conversation_id=conversation.id,
-                debtor_id=debtor.id,
-                direction="out",
-                channel=conversation.channel,
-                body=text,
-                template_key=reply.template_key,
-                knowledge_source=reply.variables.get("knowledge_source"),
-                delivery_status="delivered" if synchronous else "queued",
-                created_at=now,
+            rows.append(
+                {
+                    "conversation_id": conversation.id,
+                    "debtor_id": debtor.id,
+                    "direction": "out",
+                    "channel": conversation.channel,
+                    "body": text,
+                    "media": [],
+                    "template_key": reply.template_key,
+                    "knowledge_source": reply.variables.get("knowledge_source"),
+                    "delivery_status": "delivered" if synchronous else "queued",
+                    "created_at": now,
+                }
             )
-            session.add(row)
-            if not synchronous:
-                session.add(Outbox(message=row, channel=row.channel, initiated_by="reply"))
-            rows.append((reply, row))
-        conversation.last_outbound_at = now
-        session.flush()  # once per turn: the messages in one INSERT, the outbox rows in another, one UPDATE
+        conversation.last_outbound_at = now  # the ORM's one UPDATE of the conversation, at commit
+        message_ids = _insert_replies(session, rows, queue=not synchronous, now=now)
         return tuple(
             OutboundMessage(
                 channel=conversation.channel,
                 recipient=conversation.address,
-                text=row.body,
+                text=row["body"],
                 template_key=reply.template_key,
                 buttons=reply.buttons,
-                message_id=row.id,
+                message_id=message_id,
             )
-            for reply, row in rows
+            for reply, row, message_id in zip(turn.replies, rows, message_ids, strict=True)
         )
+
+
+# Core, not the ORM's unit of work: the replies are written once and never touched again in the turn, and the
+# unit of work's bookkeeping for them cost more CPU than the two INSERTs themselves.
+_INSERT_REPLIES = insert(Message.__table__).returning(Message.__table__.c.id, sort_by_parameter_order=True)
+_INSERT_OUTBOX = insert(Outbox.__table__)
+
+
+def _insert_replies(session: Session, rows: list[dict[str, Any]], *, queue: bool, now: datetime) -> list[int]:
+    """The replies in one INSERT (ids in the rows' order) and, unless answered in the response itself, their
+    outbox rows in another."""
+    if not rows:
+        return []
+    message_ids = list(session.scalars(_INSERT_REPLIES, rows))
+    if queue:
+        outbox = [
+            {"message_id": message_id, "channel": row["channel"], "initiated_by": "reply", "created_at": now}
+            for message_id, row in zip(message_ids, rows, strict=True)
+        ]
+        session.execute(_INSERT_OUTBOX, outbox)
+    return message_ids
 
 
 def lock_key(debtor_id: int, channel: str) -> str:
     """The conversation lock every writer of one debtor's conversation on one channel takes."""
     return f"conversation:{debtor_id}:{channel}"
+
+
+# Insert-or-ignore on (channel, provider_message_id), as text: SQLAlchemy cannot cache the dialects'
+# INSERT ... ON CONFLICT constructs, and compiling one anew on every webhook cost more CPU than running it.
+# PostgreSQL and SQLite (3.35+) share this syntax.
+_INBOUND_COLUMNS = (
+    "conversation_id", "debtor_id", "direction", "channel", "body", "media", "provider_message_id",
+    "delivery_status", "created_at", "intent", "confidence",
+)  # fmt: skip
+_INSERT_INBOUND = (
+    text(
+        f"INSERT INTO messages ({', '.join(_INBOUND_COLUMNS)}) "
+        f"VALUES ({', '.join(':' + name for name in _INBOUND_COLUMNS)}) "
+        "ON CONFLICT (channel, provider_message_id) DO NOTHING RETURNING id"
+    )
+    .bindparams(*(bindparam(name, type_=Message.__table__.c[name].type) for name in _INBOUND_COLUMNS))
+    .columns(id=Message.__table__.c.id.type)
+)
 
 
 def _insert_inbound(
@@ -225,14 +263,41 @@ def _insert_inbound(
         "intent": turn.intent.value if turn else None,
         "confidence": turn.confidence if turn else None,
     }
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    statement = (
-        insert(Message)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["channel", "provider_message_id"])
-        .returning(Message.id)
+    return session.execute(_INSERT_INBOUND, values).scalar_one_or_none()
+
+
+def _open_conversation_and_invoices_statement() -> Select[tuple[Conversation, Invoice]]:
+    """Built once: constructing the alias and the joins cost more CPU per webhook than running the query."""
+    other = aliased(Conversation)
+    latest_open = (
+        select(func.max(other.id))
+        .where(other.debtor_id == bindparam("debtor_id"), other.channel == bindparam("channel"))
+        .where(other.mode != "closed")
+        .scalar_subquery()
     )
-    return session.execute(statement).scalar_one_or_none()
+    return (
+        select(Conversation, Invoice)
+        .select_from(Debtor)
+        .outerjoin(Conversation, Conversation.id == latest_open)
+        .outerjoin(Invoice, and_(Invoice.debtor_id == Debtor.id, Invoice.balance_minor > 0, Invoice.status == "open"))
+        .where(Debtor.id == bindparam("debtor_id"))
+        .order_by(Invoice.due_date, Invoice.id)
+    )
+
+
+_OPEN_CONVERSATION_AND_INVOICES = _open_conversation_and_invoices_statement()
+
+
+def _open_conversation_and_invoices(
+    session: Session, debtor_id: int, channel: str
+) -> tuple[Conversation | None, list[Invoice]]:
+    """The debtor's latest open conversation on `channel` and its open invoices (as bot.debtors.open_invoices:
+    oldest due first) in one statement: one row per invoice, or one row of NULLs-for-invoice when none.
+    Read after the conversation lock is taken, so the state is the one the previous turn committed."""
+    parameters = {"debtor_id": debtor_id, "channel": channel}
+    rows = session.execute(_OPEN_CONVERSATION_AND_INVOICES, parameters).all()
+    conversation = rows[0][0] if rows else None
+    return conversation, [invoice for _, invoice in rows if invoice is not None]
 
 
 def _state_of(conversation: Conversation) -> ConversationState:
@@ -256,9 +321,8 @@ def _apply_state(conversation: Conversation, turn: Turn, message: InboundMessage
 
 
 def _facts(
-    session: Session, debtor: Debtor, secret_key: str, faq: Callable[[str, str], FaqAnswer | None] | None
+    debtor: Debtor, invoices: list[Invoice], secret_key: str, faq: Callable[[str, str], FaqAnswer | None] | None
 ) -> DebtorFacts:
-    invoices = open_invoices(session, debtor.id)
     # A debtor rarely owes in two currencies; then the bot speaks of the one falling due first.
     currency = invoices[0].currency if invoices else None
     balance = next((money for money in balances(invoices) if money.currency == currency), None)

@@ -6,7 +6,7 @@ import base64
 import hashlib
 import hmac
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, joinedload
 
 from bot.debtors import canonical_phone
@@ -19,6 +19,12 @@ ADDRESS_COLUMN = {
     "email": Debtor.email,
     "telegram": Debtor.telegram_chat_id,
 }
+# Built once per channel: the webhook looks a sender up on every message, and constructing the statement (the
+# joinedload option above all) cost more CPU than running it.
+_DEBTORS_AT_ADDRESS = {
+    channel: select(Debtor).options(joinedload(Debtor.creditor)).where(column == bindparam("address"))
+    for channel, column in ADDRESS_COLUMN.items()
+}
 
 
 def find_debtor_id(session: Session, channel: str, address: str) -> int | None:
@@ -29,16 +35,13 @@ def find_debtor_id(session: Session, channel: str, address: str) -> int | None:
 
 def find_debtor(session: Session, channel: str, address: str) -> Debtor | None:
     """`find_debtor_id`'s debtor, loaded with its creditor (the conversation that follows needs both)."""
-    column = ADDRESS_COLUMN.get(channel)
-    if column is None or not address:
+    statement = _DEBTORS_AT_ADDRESS.get(channel)
+    if statement is None or not address:
         return None
     value = address.lower() if channel == "email" else address
     if channel in ("sms", "whatsapp"):
         value = canonical_phone(address)
-    debtors = {
-        debtor.id: debtor
-        for debtor in session.scalars(select(Debtor).options(joinedload(Debtor.creditor)).where(column == value))
-    }
+    debtors = {debtor.id: debtor for debtor in session.scalars(statement, {"address": value})}
     if len(debtors) <= 1:
         return next(iter(debtors.values()), None)
     latest = session.scalar(

@@ -68,7 +68,7 @@ class InboundService:
         """
         with self.database.unit_of_work() as uow:
             # Kept referenced: the session's identity map is weak, and receive_in gets the debtor from it.
-            debtor = find_debtor(uow.session, message.channel, message.sender)
+            debtor = uow.first_read(lambda session: find_debtor(session, message.channel, message.sender))
             if debtor is None:
                 return None  # unknown, or a Telegram chat still to link: the general path decides
             with self.conversations.locks.hold(lock_key(debtor.id, message.channel)):
@@ -76,7 +76,7 @@ class InboundService:
 
     def _debtor_of(self, message: InboundMessage) -> int | None:
         with self.database.unit_of_work() as uow:
-            debtor_id = find_debtor_id(uow.session, message.channel, message.sender)
+            debtor_id = uow.first_read(lambda session: find_debtor_id(session, message.channel, message.sender))
             if debtor_id is None and message.channel == "telegram":
                 debtor_id = link_telegram_chat(uow.session, self.telegram_links, message)
                 uow.commit()

@@ -6,16 +6,21 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, select, text
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.models import Conversation
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
+# A pooled connection idle this long is pinged before use (a server restart or failover may have dropped it);
+# one handed back moments ago is not: under load that ping was a round trip on every webhook.
+IDLE_PING_SECONDS = 10.0
 
 
 class Database:
@@ -51,7 +56,31 @@ def _make_engine(url: str, *, echo: bool, pool_size: int) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin_immediate)
         return engine
-    return create_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    engine = create_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size)
+    event.listen(engine.pool, "checkin", _note_checkin)
+    event.listen(engine.pool, "checkout", _ping_if_idle)
+    return engine
+
+
+def _note_checkin(_dbapi_connection: Any, record: Any) -> None:
+    if record is not None:
+        record.info["checked_in_at"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    """pool_pre_ping for connections idle over IDLE_PING_SECONDS only. A connection that died while busy is
+    caught by its first statement: the pool then drops every older connection, and UnitOfWork.first_read
+    repeats that statement on a fresh one."""
+    idle_since = record.info.get("checked_in_at")
+    if idle_since is None or time.monotonic() - idle_since < IDLE_PING_SECONDS:
+        return
+    try:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SELECT 1")
+        cursor.close()
+    except Exception as exc:
+        # The pool discards this connection and checks out another (SQLAlchemy's pessimistic-disconnect recipe).
+        raise DisconnectionError(f"idle pooled connection is dead: {type(exc).__name__}") from exc
 
 
 def _ensure_sqlite_dir(url: str) -> None:
@@ -99,6 +128,21 @@ class UnitOfWork:
 
     def add(self, obj: object) -> None:
         self.session.add(obj)
+
+    def first_read(self, read: Callable[[Session], T]) -> T:
+        """The unit of work's first statement, run once more on a fresh connection when the pooled one is dead.
+
+        Nothing has happened in the transaction yet, so repeating it is safe; a connection lost later (mid-write)
+        still fails the unit of work, and everything in it rolls back.
+        """
+        try:
+            return read(self.session)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            logger.warning("database connection lost before the first statement; retrying on a fresh one")
+            self.session.rollback()
+            return read(self.session)
 
     def lock_conversation(self, conversation_id: int) -> Conversation:
         """Load a conversation for update: a row lock on PostgreSQL; SQLite's write lock already holds."""

@@ -1,14 +1,16 @@
-"""PostgreSQL drops the app's connections (pg_terminate_backend, as a server restart or failover does): the pool
-reconnects (pool_pre_ping) and the next webhook succeeds; a webhook that could not be stored answers 5xx so the
-provider retries, and the retry is stored once."""
+"""PostgreSQL drops the app's connections (pg_terminate_backend, as a server restart or failover does): the next
+webhook succeeds (its first statement is retried on a fresh connection; idle connections are pinged before use);
+a webhook that could not be stored answers 5xx so the provider retries, and the retry is stored once."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
 from sqlalchemy import create_engine, event, text
 
+from bot import store
 from bot.models import Message
 from bot.store import Database
 from tests.faults.helpers import count, message_sid, post_sms, sms_form, twilio_app, twilio_services
@@ -38,16 +40,28 @@ def terminate_app_connections(database: Database) -> int:
         killer.dispose()
 
 
-def test_after_the_connections_are_killed_the_next_webhook_succeeds(postgres, clock, standin, make_debtor):
+def test_after_the_connections_are_killed_the_next_webhook_succeeds(postgres, clock, standin, make_debtor, caplog):
     app = twilio_app(twilio_services(postgres, clock, standin.url))
     debtor = make_debtor()
     assert post_sms(app, sms_form(debtor.phone, "hola", message_sid(1))).status_code == 200
     assert terminate_app_connections(postgres) >= 1
     started = time.monotonic()
-    assert post_sms(app, sms_form(debtor.phone, "hola", message_sid(2))).status_code == 200
+    with caplog.at_level(logging.WARNING, logger="bot.store"):
+        assert post_sms(app, sms_form(debtor.phone, "hola", message_sid(2))).status_code == 200
     recovery = time.monotonic() - started
     assert recovery < 5
     assert count(postgres, Message, Message.direction == "in") == 2
+    # Recovered by retrying the first statement (the connection was not idle long enough to be pinged).
+    assert any("retrying on a fresh one" in record.message for record in caplog.records)
+
+
+def test_a_connection_idle_past_the_ping_threshold_is_replaced_before_use(postgres, monkeypatch):
+    with postgres.engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
+    assert terminate_app_connections(postgres) >= 1
+    monkeypatch.setattr(store, "IDLE_PING_SECONDS", 0.0)
+    with postgres.engine.connect() as connection:  # no retry here: only the checkout's ping can save it
+        assert connection.execute(text("SELECT 1")).scalar_one() == 1
 
 
 def test_a_webhook_whose_connection_dies_mid_write_is_5xx_and_its_retry_is_stored_once(
