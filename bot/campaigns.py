@@ -176,11 +176,19 @@ class PlanReport:
 
 
 def plan_reminders(
-    session: Session, now: datetime, *, batch_size: int = 1000, creditor_id: int | None = None
+    session: Session,
+    now: datetime,
+    *,
+    batch_size: int = 1000,
+    creditor_id: int | None = None,
+    commit_pages: bool = False,
 ) -> PlanReport:
     """Plan and queue every reminder due by `now`; safe to run again and from two schedulers at once.
 
     `creditor_id` limits the run to one creditor's debtors (a Celery worker's share of the fan-out).
+    `commit_pages` commits after each page (the jobs do): a million-debtor run is then many short transactions
+    instead of one that holds locks and WAL for minutes, the dispatcher can send the first pages' reminders
+    while later ones are planned, and a crash loses one page, which the next run plans (each step once).
     Debts are read a page of debtors at a time (keyset on debtor id), so memory stays flat however large the
     portfolio. On PostgreSQL each page is ONE statement (PG_PLAN_PAGE): selection, claim and queue in SQL; on
     SQLite the page's candidates are found in Python and claimed and queued with a handful of multi-row
@@ -200,12 +208,14 @@ def plan_reminders(
         page_notices = [c for debtor_id in list(extra) if after < debtor_id <= up_to for c in extra.pop(debtor_id)]
         if pg is not None:
             pg.plan_page((after, up_to), page_notices, report)
-            continue
-        batch = cadence_candidates(session, now, cadences, (after, up_to), moments, creditor_id) + page_notices
-        batch.sort(key=lambda c: (c.debtor_id, c.invoice_id, c.step_key))
-        claimed = claim(session, batch, now)
-        report.planned += len(claimed)
-        queue_messages(session, claimed, now, report)
+        else:
+            batch = cadence_candidates(session, now, cadences, (after, up_to), moments, creditor_id) + page_notices
+            batch.sort(key=lambda c: (c.debtor_id, c.invoice_id, c.step_key))
+            claimed = claim(session, batch, now)
+            report.planned += len(claimed)
+            queue_messages(session, claimed, now, report)
+        if commit_pages:
+            session.commit()
     logger.info("planned reminders: %s", report.as_dict())
     return report
 

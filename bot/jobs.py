@@ -62,7 +62,7 @@ def plan_creditor_reminders(services: Services, creditor_id: int) -> dict[str, i
     now = services.clock()
     with services.database.unit_of_work() as uow:
         score_debtors(uow.session, creditor_id, now)
-        report = plan_reminders(uow.session, now, creditor_id=creditor_id)
+        report = plan_reminders(uow.session, now, creditor_id=creditor_id, commit_pages=True)
         uow.commit()
     return report.as_dict()
 

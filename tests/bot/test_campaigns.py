@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
+from bot import campaigns
 from bot.campaigns import DEFAULT_CADENCE, PlanReport, plan_reminders, reminder_text, validate_cadence
 from bot.models import (
     AuditEvent,
@@ -303,3 +304,35 @@ def test_messages_are_rendered_in_the_debtors_language_and_money(db, make_credit
     texts = [body for _, body in bodies(db, datetime(2026, 12, 5, 18, tzinfo=UTC))]
     assert any("hoy vence su documento con Aguas del Valle por $1,234.50" in text for text in texts)
     assert any("your document with Aguas del Valle for $1,234.50 is due today" in text for text in texts)
+
+
+def test_committed_pages_survive_a_failure_and_the_rerun_plans_only_the_rest(
+    db, make_creditor, make_debtor, monkeypatch
+):
+    creditor = make_creditor()
+    for n in range(3):
+        make_debtor(
+            creditor,
+            external_ref=f"C-{n}",
+            phone=f"+56 9 6123 456{n}",
+            national_id=None,
+            invoices=one_invoice(number=f"F-{n}"),
+        )
+    real_pages = campaigns.debtor_pages
+
+    def two_pages_then_crash(*args, **kwargs):
+        for number, page in enumerate(real_pages(*args, **kwargs)):
+            if number == 2:
+                raise RuntimeError("worker killed")
+            yield page
+
+    monkeypatch.setattr(campaigns, "debtor_pages", two_pages_then_crash)
+    at = datetime(2026, 12, 2, 14, tzinfo=UTC)
+    with db.session() as session, pytest.raises(RuntimeError):
+        plan_reminders(session, at, batch_size=1, commit_pages=True)
+    assert len(reminders(db)) == 2  # the two finished pages were committed, not rolled back with the third
+
+    monkeypatch.setattr(campaigns, "debtor_pages", real_pages)
+    with db.session() as session:
+        assert plan_reminders(session, at, batch_size=1, commit_pages=True).planned == 1
+    assert len(reminders(db)) == 3
