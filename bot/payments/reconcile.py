@@ -47,7 +47,14 @@ from bot.models import (
 )
 from bot.payments.allocation import ReceivedPayment, pay_installment, record_payment
 from bot.payments.settlement import cancel_reminders_of_paid_invoices, queue_receipt
-from bot.payments.statements import LineError, ParsedLine, StatementFormat, normalise, parse_statement
+from bot.payments.statements import (
+    LineError,
+    ParsedLine,
+    StatementFileError,
+    StatementFormat,
+    normalise,
+    parse_statement,
+)
 from bot.store import Database
 
 logger = logging.getLogger(__name__)
@@ -362,10 +369,11 @@ def import_statement(
         batch = ImportBatch(kind=BATCH_KIND, sha256=digest, filename=filename[:500], created_at=now)
         session.add(batch)
         session.flush()
-        _Reconciler(session, creditor, fmt, batch.id, now, actor, settings).run(statement.credits, report, progress)
-        batch.summary = report.summary()
-        audit.record(session, actor, "statement.imported", batch, creditor_id=creditor.id, **_counts(report))
         try:
+            reconciler = _Reconciler(session, creditor, fmt, batch.id, now, actor, settings)
+            reconciler.run(statement.credits, report, progress)
+            batch.summary = report.summary()
+            audit.record(session, actor, "statement.imported", batch, creditor_id=creditor.id, **_counts(report))
             session.commit()
         except IntegrityError:
             session.rollback()  # the same file imported concurrently, and the other import won
@@ -373,11 +381,19 @@ def import_statement(
                 select(ImportBatch.id).where(ImportBatch.kind == BATCH_KIND, ImportBatch.sha256 == digest)
             )
             if batch_id is None:
-                raise  # an overlapping statement imported at the same moment took some lines: run this one again
+                raise StatementConflictError(
+                    "another statement with some of the same lines was imported at the same moment; "
+                    "nothing from this file was saved, import it again"
+                ) from None
             return _already(report, batch_id, started)
         report.batch_id = batch.id
     report.seconds = time.perf_counter() - started
     return report
+
+
+class StatementConflictError(StatementFileError):
+    """An overlapping statement imported at the same moment took some of this file's lines; nothing of this file
+    was saved and importing it again succeeds. Refused like a bad file, so the console and CLI say why."""
 
 
 def _already(report: StatementReport, batch_id: int | None, started: float) -> StatementReport:

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from bot.models import AuditEvent, Creditor, Debtor, ImportBatch, Payment, StatementLine
+from bot.payments.reconcile import _Reconciler
 from bot.store import Database
 from tests.admin import csrf_token
 
@@ -157,3 +159,15 @@ def test_unknown_line_is_404(web):
 
     assert web.post("/admin/reconciliation/lines/999/ignore", data={"csrf_token": token}).status_code == 404
     assert web.get("/admin/reconciliation/batches/999").status_code == 404
+
+
+def test_a_statement_overlapping_a_concurrent_import_is_refused_not_a_500(boss, db, debtors, monkeypatch):
+    def lines_taken_by_a_concurrent_import(*_args: object) -> None:
+        raise IntegrityError("INSERT INTO statement_lines ...", {}, Exception("duplicate key value (fingerprint)"))
+
+    monkeypatch.setattr(_Reconciler, "run", lines_taken_by_a_concurrent_import)
+    response = upload(boss, EXAMPLE.read_bytes())
+
+    assert response.status_code == 400
+    assert "imported at the same moment" in response.get_data(as_text=True)
+    assert (count(db, ImportBatch), count(db, StatementLine), count(db, Payment)) == (0, 0, 0)
