@@ -17,6 +17,8 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -44,16 +46,23 @@ def main() -> None:
         "--skip-score", action="store_true", help="plan without scoring first, so the peak RSS is planning's own"
     )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="cobrabench-campaign-") as workdir:
-        url = load_settings(database_url=args.database_url or f"sqlite:///{Path(workdir) / 'bench.db'}").database_url
+    with bench_database(args.database_url, "campaign") as database:
+        bench(database, args.debtors, args.batch_size, score=not args.skip_score)
+    print(f"peak RSS  {_peak_rss_mib():.0f} MiB")
+
+
+@contextmanager
+def bench_database(database_url: str, name: str) -> Iterator[Database]:
+    """The migrated database at `database_url`, or a temporary SQLite file when none is given."""
+    with tempfile.TemporaryDirectory(prefix=f"cobrabench-{name}-") as workdir:
+        url = load_settings(database_url=database_url or f"sqlite:///{Path(workdir) / 'bench.db'}").database_url
         print(f"database  {url.split('@')[-1]}")
         upgrade(url)
         database = Database(url)
         try:
-            bench(database, args.debtors, args.batch_size, score=not args.skip_score)
+            yield database
         finally:
             database.dispose()
-    print(f"peak RSS  {_peak_rss_mib():.0f} MiB")
 
 
 def generate(database: Database, debtors: int) -> tuple[int, int]:

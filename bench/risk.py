@@ -14,7 +14,6 @@ import argparse
 import inspect
 import resource
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,7 @@ from sqlalchemy import event, func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.campaign import NOW, generate  # the same debtors and invoices the planning bench uses
-from bot.config import load_settings
-from bot.migrate import upgrade
+from bench.campaign import NOW, bench_database, generate  # the same debtors and invoices the planning bench uses
 from bot.models import Creditor, Debtor
 from bot.risk import score_debtors
 from bot.store import Database
@@ -40,15 +37,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1000, help="debtors per page, where scoring pages")
     parser.add_argument("--reuse", action="store_true", help="score the bench creditor already in the database")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="cobrabench-risk-") as workdir:
-        url = load_settings(database_url=args.database_url or f"sqlite:///{Path(workdir) / 'bench.db'}").database_url
-        print(f"database  {url.split('@')[-1]}")
-        upgrade(url)
-        database = Database(url)
-        try:
-            bench(database, args.debtors, args.batch_size, reuse=args.reuse)
-        finally:
-            database.dispose()
+    with bench_database(args.database_url, "risk") as database:
+        bench(database, args.debtors, args.batch_size, reuse=args.reuse)
 
 
 def bench(database: Database, debtors: int, batch_size: int, *, reuse: bool) -> None:
