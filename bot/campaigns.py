@@ -25,6 +25,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session, aliased
 
 from bot.audit import record
+from bot.debtors import OWED
 from bot.domain import ChannelName, Money
 from bot.models import (
     Cadence,
@@ -308,8 +309,7 @@ def cadence_candidates(
         .where(
             Invoice.debtor_id > after,
             Invoice.debtor_id <= up_to,
-            Invoice.status == "open",
-            Invoice.balance_minor > 0,
+            *OWED,
             Invoice.due_date <= horizon,
             ~in_active_plan,
             ~_excluded_debtor(Invoice.debtor_id),
@@ -432,7 +432,7 @@ def _open_invoices_of_plans(session: Session, plan_ids: list[int]) -> list[tuple
     rows = session.execute(
         select(payment_plan_invoices.c.plan_id, Invoice)
         .join(Invoice, Invoice.id == payment_plan_invoices.c.invoice_id)
-        .where(payment_plan_invoices.c.plan_id.in_(plan_ids), Invoice.status == "open", Invoice.balance_minor > 0)
+        .where(payment_plan_invoices.c.plan_id.in_(plan_ids), *OWED)
     )
     return [(plan_id, invoice) for plan_id, invoice in rows]
 

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from sqlalchemy import Select, and_, bindparam, func, insert, select, text
 from sqlalchemy.orm import Session, aliased, joinedload
 
-from bot.debtors import balances, national_id_tail, secret_hash
+from bot.debtors import OLDEST_DUE_FIRST, OWED, balances, national_id_tail, secret_hash
 from bot.domain import Clock, ConversationState, FaqAnswer, InboundMessage, OutboundMessage, Reply, Turn
 from bot.effects import Effects
 from bot.engine import DebtorFacts, DialogEngine
@@ -279,9 +279,9 @@ def _open_conversation_and_invoices_statement() -> Select[tuple[Conversation, In
         select(Conversation, Invoice)
         .select_from(Debtor)
         .outerjoin(Conversation, Conversation.id == latest_open)
-        .outerjoin(Invoice, and_(Invoice.debtor_id == Debtor.id, Invoice.balance_minor > 0, Invoice.status == "open"))
+        .outerjoin(Invoice, and_(Invoice.debtor_id == Debtor.id, *OWED))
         .where(Debtor.id == bindparam("debtor_id"))
-        .order_by(Invoice.due_date, Invoice.id)
+        .order_by(*OLDEST_DUE_FIRST)
     )
 
 

@@ -298,15 +298,16 @@ def _invoice_values(creditor: Creditor, data: InvoiceIn, index: int, existing: I
     }
 
 
+# What "still owed" means wherever invoices are queried (conversation facts, risk, planning, reports), and the
+# order the bot speaks of them in.
+OWED = (Invoice.status == "open", Invoice.balance_minor > 0)
+OLDEST_DUE_FIRST = (Invoice.due_date, Invoice.id)
+
+
 def open_invoices(session: Session, debtor_id: int) -> list[Invoice]:
     """Invoices still owed, oldest due first."""
-    return list(
-        session.scalars(
-            select(Invoice)
-            .where(Invoice.debtor_id == debtor_id, Invoice.balance_minor > 0, Invoice.status == "open")
-            .order_by(Invoice.due_date, Invoice.id)
-        )
-    )
+    owed = select(Invoice).where(Invoice.debtor_id == debtor_id, *OWED).order_by(*OLDEST_DUE_FIRST)
+    return list(session.scalars(owed))
 
 
 def balances(invoices: list[Invoice]) -> list[Money]:

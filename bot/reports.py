@@ -38,6 +38,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import ColumnElement, Select, String, and_, case, cast, distinct, func, select
 from sqlalchemy.orm import Session, aliased
 
+from bot.debtors import OWED
 from bot.effects import HANDOFF_SLA
 from bot.models import AuditEvent, Conversation, Debtor, Invoice, Message, Payment, PaymentPlan, PromiseToPay
 
@@ -261,9 +262,7 @@ def aging_buckets(session: Session, period: _Period) -> dict[str, dict[str, int]
         else_="90+",
     )
     query = period.scoped(select(bucket, Invoice.currency, func.sum(Invoice.balance_minor)), Invoice.debtor_id)
-    rows = session.execute(
-        query.where(Invoice.status == "open", Invoice.balance_minor > 0).group_by(bucket, Invoice.currency)
-    )
+    rows = session.execute(query.where(*OWED).group_by(bucket, Invoice.currency))
     result: dict[str, dict[str, int]] = {name: {} for name in AGING_BUCKETS}
     for name, currency, total in rows:
         result[name][currency] = int(total)

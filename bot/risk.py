@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import Select, bindparam, exists, func, select, text, update
 from sqlalchemy.orm import Session
 
+from bot.debtors import OWED
 from bot.domain import utcnow
 from bot.models import (
     Debtor,
@@ -162,8 +163,7 @@ def _open_invoices_of(debtor_id: Any, creditor_id: int) -> tuple[Any, ...]:
     return (
         Invoice.debtor_id == debtor_id,
         Invoice.creditor_id == creditor_id,
-        Invoice.status == "open",
-        Invoice.balance_minor > 0,
+        *OWED,
     )
 
 

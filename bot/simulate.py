@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from bot.campaigns import REMINDER_HOUR, plan_reminders
 from bot.compliance import RuleBook, RuleSet, time_block
+from bot.debtors import open_invoices
 from bot.dispatch import Dispatcher
 from bot.domain import ChannelCapabilities, Money, OutboundMessage, SendResult
 from bot.migrate import upgrade
@@ -335,11 +336,7 @@ class _Run:
         return applied
 
     def _balance(self, session: Session, debtor_id: int) -> tuple[int, str, Invoice | None]:
-        invoices = session.scalars(
-            select(Invoice)
-            .where(Invoice.debtor_id == debtor_id, Invoice.status == "open", Invoice.balance_minor > 0)
-            .order_by(Invoice.due_date, Invoice.id)
-        ).all()
+        invoices = open_invoices(session, debtor_id)
         total = sum(invoice.balance_minor for invoice in invoices)
         return total, invoices[0].currency if invoices else "", invoices[0] if invoices else None
 
