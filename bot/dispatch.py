@@ -153,6 +153,7 @@ class Dispatcher:
                 # A planned reminder: its words are written now, with the balances as of sending.
                 body = reminder_text(session, row.id, message.template_key, row.channel, debtor, now)
                 if body is None:
+                    row.decision_reason = NOTHING_OWED
                     return self._cancel(uow, row, NOTHING_OWED)
                 message.body = body
             conversation = session.get(Conversation, message.conversation_id) if message.conversation_id else None
@@ -186,18 +187,16 @@ class Dispatcher:
         return self.policy.decide(context, now)
 
     def _hold(self, uow: UnitOfWork, row: Outbox, decision: Decision) -> str:
-        row.lease_owner, row.lease_until = None, None
         if decision.verdict == "defer" and decision.until is not None:
+            row.lease_owner, row.lease_until = None, None
             row.status, row.next_attempt_at = "pending", decision.until
             uow.commit()
             return "deferred"
-        row.status, row.message.delivery_status = "cancelled", "cancelled"
-        record(uow.session, "system", "message.blocked", row.message, reason=str(decision.reason))
-        uow.commit()
-        return "cancelled"
+        return self._cancel(uow, row, str(decision.reason))
 
     def _cancel(self, uow: UnitOfWork, row: Outbox, reason: str) -> str:
-        row.lease_owner, row.lease_until, row.decision_reason = None, None, reason
+        """Never send this row; the caller has stored why in `decision_reason`."""
+        row.lease_owner, row.lease_until = None, None
         row.status, row.message.delivery_status = "cancelled", "cancelled"
         record(uow.session, "system", "message.blocked", row.message, reason=reason)
         uow.commit()

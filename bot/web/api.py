@@ -440,7 +440,7 @@ def _messages(session: Session, debtor: Debtor, limit: int) -> list[TimelineMess
             direction=m.direction,
             channel=m.channel,
             # A planned reminder has no words until the dispatcher sends it: show them as they would go out now.
-            text=(m.body or queued_reminder_preview(session, m, debtor, now))[:MESSAGE_SUMMARY_CHARS],
+            text=queued_reminder_preview(session, m, debtor, now)[:MESSAGE_SUMMARY_CHARS],
             template_key=m.template_key,
             delivery_status=m.delivery_status,
             intent=m.intent,
