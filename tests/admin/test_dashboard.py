@@ -13,24 +13,16 @@ from flask.testing import FlaskClient
 
 from admin.charts import Bar, Chart, bar_chart
 from admin.dashboard import preset_period
-from bot.services import Services
 from bot.store import Database
-from tests.admin import add_agent, console_app, sign_in
+from tests.admin import signed_in
 from tests.bot.test_reports import Portfolio, portfolio  # noqa: F401 - the same hand-checked portfolio
 
 NOVEMBER = "preset=custom&from=2026-11-01&to=2026-12-01"
 
 
-@pytest.fixture
-def dashboard_app(services: Services) -> Flask:
-    return console_app(services)
-
-
 def _client(app: Flask, db: Database, role: str, language: str = "en") -> FlaskClient:
-    add_agent(db, f"{role}@cobrabot.example", role=role)
-    client = app.test_client()
+    client = signed_in(app, db, f"{role}@cobrabot.example", role)
     client.environ_base["HTTP_ACCEPT_LANGUAGE"] = language
-    assert sign_in(client, f"{role}@cobrabot.example").status_code == 302
     return client
 
 
@@ -40,8 +32,8 @@ def _csv(client: FlaskClient, query: str) -> list[list[str]]:
     return list(csv.reader(io.StringIO(response.get_data(as_text=True))))
 
 
-def test_manager_sees_tiles_and_svg_charts(dashboard_app: Flask, db: Database, portfolio: Portfolio) -> None:  # noqa: F811
-    manager = _client(dashboard_app, db, "manager")
+def test_manager_sees_tiles_and_svg_charts(console: Flask, db: Database, portfolio: Portfolio) -> None:  # noqa: F811
+    manager = _client(console, db, "manager")
     response = manager.get(f"/admin/dashboard?creditor={portfolio.aguas}&{NOVEMBER}")
     assert response.status_code == 200
     page = response.get_data(as_text=True)
@@ -58,41 +50,41 @@ def test_manager_sees_tiles_and_svg_charts(dashboard_app: Flask, db: Database, p
 
 
 def test_default_period_is_the_last_30_days_in_the_creditors_time_zone(
-    dashboard_app: Flask,
+    console: Flask,
     db: Database,
     portfolio: Portfolio,  # noqa: F811
 ) -> None:
-    manager = _client(dashboard_app, db, "manager")
+    manager = _client(console, db, "manager")
     page = manager.get(f"/admin/dashboard?creditor={portfolio.aguas}").get_data(as_text=True)
     # The clock says 2026-11-25 15:00 UTC, noon in Santiago: Oct 27 up to and including today.
     assert "2026-10-27 – 2026-11-26 (America/Santiago)" in page
     assert '<option value="last_30" selected>' in page
 
 
-def test_spanish_is_the_default_language(dashboard_app: Flask, db: Database, portfolio: Portfolio) -> None:  # noqa: F811
-    manager = _client(dashboard_app, db, "manager", language="")
+def test_spanish_is_the_default_language(console: Flask, db: Database, portfolio: Portfolio) -> None:  # noqa: F811
+    manager = _client(console, db, "manager", language="")
     page = manager.get(f"/admin/dashboard?creditor={portfolio.aguas}&{NOVEMBER}").get_data(as_text=True)
     assert "<h1>Panel</h1>" in page and "Recaudado" in page and "Antigüedad del saldo abierto (CLP)" in page
 
 
-def test_agents_get_403_and_no_dashboard_link(dashboard_app: Flask, db: Database) -> None:
-    agent = _client(dashboard_app, db, "agent")
+def test_agents_get_403_and_no_dashboard_link(console: Flask, db: Database) -> None:
+    agent = _client(console, db, "agent")
     assert agent.get("/admin/dashboard").status_code == 403
     assert agent.get("/admin/dashboard.csv").status_code == 403
     assert "/admin/dashboard" not in agent.get("/admin/inbox").get_data(as_text=True)
 
 
-def test_managers_have_the_dashboard_in_the_nav(dashboard_app: Flask, db: Database) -> None:
-    manager = _client(dashboard_app, db, "manager")
+def test_managers_have_the_dashboard_in_the_nav(console: Flask, db: Database) -> None:
+    manager = _client(console, db, "manager")
     assert 'href="/admin/dashboard">Dashboard</a>' in manager.get("/admin/inbox").get_data(as_text=True)
 
 
 def test_csv_export_has_the_header_and_the_same_numbers(
-    dashboard_app: Flask,
+    console: Flask,
     db: Database,
     portfolio: Portfolio,  # noqa: F811
 ) -> None:
-    manager = _client(dashboard_app, db, "manager")
+    manager = _client(console, db, "manager")
     response = manager.get(f"/admin/dashboard.csv?creditor={portfolio.aguas}&{NOVEMBER}")
     assert response.mimetype == "text/csv"
     disposition = response.headers["Content-Disposition"]
@@ -117,11 +109,11 @@ def test_csv_export_has_the_header_and_the_same_numbers(
 
 
 def test_csv_follows_the_segment_and_creditor_filters(
-    dashboard_app: Flask,
+    console: Flask,
     db: Database,
     portfolio: Portfolio,  # noqa: F811
 ) -> None:
-    manager = _client(dashboard_app, db, "manager")
+    manager = _client(console, db, "manager")
     pyme = _csv(manager, f"creditor={portfolio.aguas}&segment=pyme&{NOVEMBER}")
     assert ["collected", "collected", "CLP", "0"] in pyme and ["handoffs", "count", "", "1"] in pyme
     luz = _csv(manager, f"creditor={portfolio.luz}&{NOVEMBER}")
@@ -143,8 +135,8 @@ def test_csv_follows_the_segment_and_creditor_filters(
         ("segment=" + "x" * 40, "segment must have at most 32 characters"),
     ],
 )
-def test_bad_filters_get_a_400_with_the_reason(dashboard_app: Flask, db: Database, query: str, reason: str) -> None:
-    manager = _client(dashboard_app, db, "manager")
+def test_bad_filters_get_a_400_with_the_reason(console: Flask, db: Database, query: str, reason: str) -> None:
+    manager = _client(console, db, "manager")
     page = manager.get(f"/admin/dashboard?{query}")
     assert page.status_code == 400 and reason in page.get_data(as_text=True)
     export = manager.get(f"/admin/dashboard.csv?{query}")
@@ -173,9 +165,9 @@ def test_rate_charts_are_drawn_against_100_percent() -> None:
     assert widths[0] == 0.75 * (640 - 200 - 110) and widths[1] == 0.5 * (640 - 200 - 110)
 
 
-def test_the_table_fallback_holds_the_same_escaped_numbers(dashboard_app: Flask) -> None:
+def test_the_table_fallback_holds_the_same_escaped_numbers(console: Flask) -> None:
     chart = Chart("t", "<T>", "d", [Bar("<x>", 1, "1 & 2")])
-    with dashboard_app.test_request_context("/", headers={"Accept-Language": "en"}):
+    with console.test_request_context("/", headers={"Accept-Language": "en"}):
         table = chart.table
     assert "<caption>&lt;T&gt; — d</caption>" in table
     assert '<th scope="row">&lt;x&gt;</th><td>1 &amp; 2</td>' in table

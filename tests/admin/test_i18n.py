@@ -7,13 +7,10 @@ import re
 from pathlib import Path
 
 import pytest
-from flask import Flask
 from flask.testing import FlaskClient
 
 from admin.i18n import SPANISH, translate
-from bot.services import Services
-from bot.store import Database
-from tests.admin import add_agent, console_app, csrf_token, sign_in
+from tests.admin import csrf_token
 
 TEMPLATES = Path(__file__).parents[2] / "admin" / "templates" / "admin"
 TRANSLATED = ("base.html", "dashboard.html")
@@ -21,12 +18,9 @@ LITERAL = re.compile(r"""_\(\s*(["'])(.+?)\1\s*[,)]""")
 
 
 @pytest.fixture
-def web(services: Services, db: Database) -> FlaskClient:
-    app: Flask = console_app(services)
-    add_agent(db, "ana@cobrabot.example")
-    client = app.test_client()
-    assert sign_in(client, "ana@cobrabot.example").status_code == 302
-    return client
+def web(agent: FlaskClient) -> FlaskClient:
+    """Ana, an agent, signed in (tests/admin/conftest.py)."""
+    return agent
 
 
 def test_translate_falls_back_to_the_english_key() -> None:
