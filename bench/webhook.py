@@ -31,7 +31,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -64,6 +64,8 @@ class RunResult:
     errors: int = 0
     elapsed: float = 0.0
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds by process group while driving
+    drained: float | None = None  # queue mode: seconds from the first request until the inbox was empty
+    started_at: datetime | None = None
 
     @property
     def ok(self) -> int:
@@ -91,6 +93,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=8, help="gthread threads per worker")
     parser.add_argument("--profile", type=int, default=1000, help="in-process requests to profile; 0 skips")
     parser.add_argument("--profile-only", action="store_true", help="skip the gunicorn runs")
+    parser.add_argument(
+        "--queue",
+        action="store_true",
+        help="COBRABOT_INBOUND_QUEUE: webhooks store and answer, inbox workers run the turns",
+    )
+    parser.add_argument("--inbox-workers", type=int, default=1, help="queue mode: `cobrabot inbox-worker` processes")
+    parser.add_argument("--inbox-threads", type=int, default=4, help="queue mode: threads per inbox worker")
     args = parser.parse_args()
     with scratch_database(args.server_url) as url:
         run(args, url)
@@ -127,6 +136,7 @@ def run(args: argparse.Namespace, url: str) -> None:
         "COBRABOT_TWILIO_SMS_FROM": SMS_FROM,
         "COBRABOT_SECRET_KEY": SECRET,
         "COBRABOT_REDIS_URL": args.redis_url,
+        "COBRABOT_INBOUND_QUEUE": "true" if args.queue else "false",
     }
     payloads = Payloads(phones)
     total = args.warmup + args.requests
@@ -134,18 +144,27 @@ def run(args: argparse.Namespace, url: str) -> None:
     targets = () if args.profile_only else (("cobrabot", "bot.wsgi:app"), ("bare flask", "bare_app:app"))
     for label, target in targets:
         requests = payloads.take(total) if label == "cobrabot" else payloads.bare(total)
-        with gunicorn(target, env, args.workers, args.threads) as (port, master):
+        workers = args.inbox_workers if args.queue and label == "cobrabot" else 0
+        database = make_url(url).database or ""
+        with (
+            gunicorn(target, env, args.workers, args.threads) as (port, master),
+            inbox_workers(env, workers, args.inbox_threads) as worker_pids,
+        ):
             drive(port, requests[: args.warmup], args.concurrency, args.max_seconds, "warm-up")
-            before = cpu_seconds(master, make_url(url).database or "")
+            if workers:
+                wait_drained(url, time.perf_counter())
+            before = cpu_seconds(master, database, worker_pids)
             result = drive(port, requests[args.warmup :], args.concurrency, args.max_seconds, label)
-            after = cpu_seconds(master, make_url(url).database or "")
+            if workers:
+                result.drained = wait_drained(url, time.perf_counter() - result.elapsed)
+            after = cpu_seconds(master, database, worker_pids)
             result.cpu = {group: after[group] - before.get(group, 0.0) for group in after}
         results.append(result)
     if results:
         report(results, args)
         check(url, results[0])
     if args.profile:
-        profile(url, args.redis_url, payloads.take(args.profile))
+        profile(url, args.redis_url, payloads.take(args.profile), queue=args.queue)
 
 
 def seed(url: str, debtors: int) -> list[str]:
@@ -240,9 +259,43 @@ def gunicorn(target: str, env: dict[str, str], workers: int, threads: int) -> It
             process.wait(timeout=10)
 
 
-def cpu_seconds(gunicorn_master: int, database: str) -> dict[str, float]:
-    """CPU (user + system) so far of the gunicorn master and workers, the PostgreSQL backends serving the scratch
-    database, and this process (the load generator), from /proc; empty where there is no /proc."""
+@contextmanager
+def inbox_workers(env: dict[str, str], count: int, threads: int) -> Iterator[set[int]]:
+    """Queue mode: `cobrabot inbox-worker` processes draining the inbox while the load runs."""
+    command = [str(Path(sys.executable).parent / "cobrabot"), "inbox-worker", "--threads", str(threads)]
+    processes = [subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL) for _ in range(count)]
+    try:
+        yield {process.pid for process in processes}
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def wait_drained(url: str, since: float, timeout: float = 600.0) -> float:
+    """Seconds from `since` (perf_counter) until the inbox is empty, polled every 50 ms."""
+    engine = create_engine(load_settings(database_url=url).database_url)
+    deadline = time.monotonic() + timeout
+    try:
+        with engine.connect() as connection:
+            while connection.execute(text("SELECT count(*) FROM inbox")).scalar():
+                connection.commit()
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the inbox was not drained after {timeout:.0f} s")
+                time.sleep(0.05)
+    finally:
+        engine.dispose()
+    return time.perf_counter() - since
+
+
+def cpu_seconds(gunicorn_master: int, database: str, inbox_pids: set[int] = frozenset()) -> dict[str, float]:
+    """CPU (user + system) so far of the gunicorn master and workers, the inbox workers, the PostgreSQL backends
+    serving the scratch database, and this process (the load generator), from /proc; empty where there is no
+    /proc."""
     groups: dict[str, float] = {}
     ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
     for entry in Path("/proc").glob("[0-9]*"):
@@ -255,6 +308,8 @@ def cpu_seconds(gunicorn_master: int, database: str) -> dict[str, float]:
         pid, parent, used = int(entry.name), int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks
         if gunicorn_master in (pid, parent):
             group = "gunicorn"
+        elif pid in inbox_pids:
+            group = "inbox workers"
         elif command.startswith("postgres:") and f" {database} " in command:
             group = "postgres"
         elif pid == os.getpid():
@@ -290,7 +345,7 @@ def drive(
     port: int, requests: list[tuple[bytes, dict[str, str]]], concurrency: int, max_seconds: float, label: str
 ) -> RunResult:
     """Post every request once over `concurrency` keep-alive connections, stopping early at the time cap."""
-    result = RunResult(label)
+    result = RunResult(label, started_at=utcnow())
     lock = threading.Lock()
     cursor = iter(range(len(requests)))
     deadline = time.monotonic() + max_seconds
@@ -351,18 +406,39 @@ def report(results: list[RunResult], args: argparse.Namespace) -> None:
             print(f"CPU ms per request, {result.label}: {spent}")
     ratio = app.rate / bare.rate if bare.rate else float("nan")
     print(f"ratio cobrabot / bare flask: {ratio:.2f}  (mean latency {statistics.fmean(app.latencies) * 1000:.1f} ms)")
+    if app.drained is not None:
+        print(
+            f"queue     {app.ok} turns done {app.drained:.1f} s after the first request: {app.ok / app.drained:,.0f} "
+            f"turns/s with {args.inbox_workers} inbox worker(s) x {args.inbox_threads} threads"
+        )
 
 
 def check(url: str, result: RunResult) -> None:
-    """Each accepted webhook should be one stored inbound message with replies queued in the outbox."""
+    """Each accepted webhook should be one stored inbound message with replies queued in the outbox; prints the
+    time from receiving a message to its first reply being queued (the turn's latency, queue wait included)."""
     database = Database(url)
     try:
         with database.session() as session:
             inbound = session.scalar(select(func.count()).select_from(Message).where(Message.direction == "in"))
             outbox = session.scalar(select(func.count()).select_from(Outbox))
+            p50, p99 = session.execute(_REPLY_DELAY, {"since": result.started_at}).one()
     finally:
         database.dispose()
     print(f"check     {inbound} inbound messages stored (warm-up included), {outbox} outbox rows")
+    print(f"reply     queued {p50 * 1000:.0f} ms (p50) / {p99 * 1000:.0f} ms (p99) after its message was received")
+
+
+_REPLY_DELAY = text(
+    """
+    SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY delay), percentile_cont(0.99) WITHIN GROUP (ORDER BY delay)
+    FROM (
+        SELECT extract(epoch FROM (SELECT min(o.created_at) FROM messages o
+                                   WHERE o.conversation_id = i.conversation_id AND o.direction = 'out' AND o.id > i.id)
+                       - i.created_at) AS delay
+        FROM messages i WHERE i.direction = 'in' AND i.created_at >= :since
+    ) delays
+    """
+)
 
 
 def count_round_trips(app: object, client: object, requests: list[tuple[bytes, dict[str, str]]]) -> None:
@@ -408,8 +484,9 @@ def time_per_webhook(client: object, requests: list[tuple[bytes, dict[str, str]]
     )
 
 
-def profile(url: str, redis_url: str, requests: list[tuple[bytes, dict[str, str]]]) -> None:
-    """The same kind of payloads through app.test_client() in this process, one at a time, under cProfile."""
+def profile(url: str, redis_url: str, requests: list[tuple[bytes, dict[str, str]]], *, queue: bool = False) -> None:
+    """The same kind of payloads through app.test_client() in this process, one at a time, under cProfile (in
+    queue mode: what accepting a webhook costs; the turns stay in the inbox)."""
     from bot.app import create_app
 
     settings = load_settings(
@@ -420,6 +497,7 @@ def profile(url: str, redis_url: str, requests: list[tuple[bytes, dict[str, str]
         twilio_auth_token=TOKEN,
         twilio_sms_from=SMS_FROM,
         secret_key=SECRET,
+        inbound_queue=queue,
     )
     app = create_app(settings)
     client = app.test_client()

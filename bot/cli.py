@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections import Counter
 from typing import TYPE_CHECKING, NoReturn
 
 import click
@@ -108,8 +109,20 @@ def serve(host: str, port: int, threads: int, demo: bool, no_jobs: bool) -> None
         jobs, _leader = build_scheduler(services, background=True)
         jobs.start()
         click.echo("background jobs running in-process")
+        if settings.inbound_queue:
+            _drain_inbox_in_background(services)
     click.echo(f"serving on http://{host}:{port}  (Ctrl+C to stop)")
     waitress_serve(app, host=host, port=port, threads=threads, ident="cobrabot")
+
+
+def _drain_inbox_in_background(services: Services) -> None:
+    """Embedded mode with the inbound queue on: one worker thread in this process (a daemon: it dies with it,
+    and whatever it had not finished is claimed again on the next start)."""
+    import threading
+
+    worker = services.inbox_worker()
+    threading.Thread(target=worker.run, args=(threading.Event(),), name="inbox", daemon=True).start()
+    click.echo("inbox worker running in-process")
 
 
 @main.command()
@@ -151,6 +164,41 @@ def worker(concurrency: int, queue: str | None) -> None:
         _fail("the worker needs COBRABOT_REDIS_URL; without Redis, `cobrabot scheduler` runs the jobs in-process")
     app = make_celery(services, queue)
     app.worker_main(["worker", "--loglevel=INFO", f"--concurrency={concurrency}", "--without-gossip"])
+
+
+@main.command("inbox-worker")
+@click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64), help="Turns run side by side.")
+@click.option("--batch", default=100, show_default=True, type=click.IntRange(1, 10_000), help="Senders per claim.")
+@click.option("--once", is_flag=True, help="Drain what is waiting now, then exit.")
+def inbox_worker(threads: int, batch: int, once: bool) -> None:
+    """Run the conversations of messages the webhooks queued (COBRABOT_INBOUND_QUEUE=true).
+
+    Start as many as the load needs: on PostgreSQL workers claim disjoint senders and keep each sender's order.
+    On SQLite run one.
+    """
+    import signal
+    import threading
+
+    services = _services()
+    if not services.settings.inbound_queue:
+        click.echo("note: COBRABOT_INBOUND_QUEUE is off; webhooks run conversations themselves", err=True)
+    worker = services.inbox_worker(batch_size=batch, threads=threads)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        if once:
+            totals = Counter[str]()
+            while (report := worker.run_once()).claimed:
+                totals.update(report.as_dict())
+            click.echo(f"inbox drained: {dict(totals)}")
+        else:
+            click.echo(f"inbox worker running ({threads} threads, {batch} senders per claim); Ctrl+C to stop")
+            worker.run(stop)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        worker.close()
+        services.database.dispose()
 
 
 @main.group()

@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     login_rate_limit: str = Field(
         "10/minute", validation_alias=_env("COBRABOT_LOGIN_RATE_LIMIT"), description="sign-in, per IP and per email"
     )
+    inbound_queue: bool = Field(
+        False,
+        validation_alias=_env("COBRABOT_INBOUND_QUEUE"),
+        description="webhooks store messages and answer; `cobrabot inbox-worker` runs the conversations",
+    )
 
     twilio_account_sid: str | None = Field(None, validation_alias=_env("TWILIO_ACCOUNT_SID"))
     twilio_auth_token: str | None = Field(None, validation_alias=_env("TWILIO_AUTH_TOKEN"))

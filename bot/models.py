@@ -485,6 +485,32 @@ class ProcessedEvent(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class InboxItem(Base):
+    """A provider message accepted by a webhook and not yet run through its conversation (inbound queue mode,
+    COBRABOT_INBOUND_QUEUE). Deleted once processed: the stored conversation message is the record."""
+
+    __tablename__ = "inbox"
+    __table_args__ = (
+        UniqueConstraint("channel", "provider_message_id"),
+        # The claim reads the oldest pending message of each sender.
+        Index("ix_inbox_sender", "channel", "sender", "id"),
+        CheckConstraint("status IN ('pending', 'failed')", name="inbox_status_known"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    sender: Mapped[str] = mapped_column(String(320))
+    provider_message_id: Mapped[str] = mapped_column(String(255))
+    body: Mapped[str] = mapped_column(Text, default="")
+    media: Mapped[list[Any]] = mapped_column(default=list)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the adapter's metadata
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    status: Mapped[str] = mapped_column(String(8), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0)
+    available_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
 class ImportBatch(Base):
     """One imported file; its hash makes re-importing the same file a no-op."""
 

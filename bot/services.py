@@ -16,6 +16,7 @@ from bot.engine import DialogEngine
 from bot.flow_store import PublishedFlows
 from bot.identify import TelegramLinks
 from bot.inbound import InboundService
+from bot.inbox import Inbox, InboxWorker
 from bot.nlu import Understander
 from bot.portal import PortalTokens
 from bot.ports import ChannelRegistry
@@ -38,8 +39,13 @@ class Services:
     dispatcher: Dispatcher
     telegram_links: TelegramLinks
     inbound: InboundService
+    inbox: Inbox
     clock: Clock = utcnow
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def inbox_worker(self, *, batch_size: int = 100, threads: int = 1) -> InboxWorker:
+        """A worker draining the inbound queue (COBRABOT_INBOUND_QUEUE) through the same InboundService."""
+        return InboxWorker(self.database, self.inbound, self.clock, batch_size=batch_size, threads=threads)
 
     @property
     def portal_link_lifetime(self) -> timedelta:
@@ -96,6 +102,7 @@ def bootstrap(
         ),
         telegram_links=telegram_links,
         inbound=InboundService(database, conversations, telegram_links, clock),
+        inbox=Inbox(database, clock),
         database=database,
         locks=locks,
         conversations=conversations,

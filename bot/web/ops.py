@@ -9,6 +9,7 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 
+from bot.inbox import backlog
 from bot.services import Services
 from bot.store import redis_client
 
@@ -34,6 +35,9 @@ def healthz() -> tuple[Response, int]:
     try:
         svc.database.ping()
         checks["database"] = "ok"
+        if svc.settings.inbound_queue:
+            # Growing "pending" or an old oldest message means the inbox workers are behind or not running.
+            checks["inbox"] = backlog(svc.database, svc.clock())
     except SQLAlchemyError as exc:
         logger.error("health check: database unreachable: %s", type(exc).__name__)
         checks["database"] = "unreachable"

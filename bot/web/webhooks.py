@@ -49,7 +49,9 @@ def _receive(channel_name: str, ok: Response | Callable[[Parsed], Response]) -> 
 
 
 def _handled(parsed: Parsed, ok: Response | Callable[[Parsed], Response]) -> Response:
-    services().inbound.handle(parsed)
+    svc = services()
+    # Either way the provider hears 200 only once its message is committed: as a finished turn, or in the inbox.
+    svc.inbound.handle(svc.inbox.accept(parsed) if svc.settings.inbound_queue else parsed)
     return ok(parsed) if callable(ok) and not isinstance(ok, Response) else ok
 
 
