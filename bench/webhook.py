@@ -21,6 +21,7 @@ import io
 import os
 import pstats
 import random
+import signal
 import socket
 import statistics
 import subprocess
@@ -64,7 +65,8 @@ class RunResult:
     errors: int = 0
     elapsed: float = 0.0
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds by process group while driving
-    drained: float | None = None  # queue mode: seconds from the first request until the inbox was empty
+    drained: float | None = None  # queue mode: seconds from the first request (or the resume) to an empty inbox
+    drain_cpu: dict[str, float] = field(default_factory=dict)  # --drain-after: CPU seconds while draining
     started_at: datetime | None = None
 
     @property
@@ -100,6 +102,11 @@ def main() -> None:
     )
     parser.add_argument("--inbox-workers", type=int, default=1, help="queue mode: `cobrabot inbox-worker` processes")
     parser.add_argument("--inbox-threads", type=int, default=4, help="queue mode: threads per inbox worker")
+    parser.add_argument(
+        "--drain-after",
+        action="store_true",
+        help="queue mode: stop the inbox workers (SIGSTOP) during the load, then time how they drain the backlog",
+    )
     args = parser.parse_args()
     with scratch_database(args.server_url) as url:
         run(args, url)
@@ -153,12 +160,19 @@ def run(args: argparse.Namespace, url: str) -> None:
             drive(port, requests[: args.warmup], args.concurrency, args.max_seconds, "warm-up")
             if workers:
                 wait_drained(url, time.perf_counter())
+            paused = _signal_all(worker_pids, signal.SIGSTOP) if args.drain_after else set()
             before = cpu_seconds(master, database, worker_pids)
             result = drive(port, requests[args.warmup :], args.concurrency, args.max_seconds, label)
-            if workers:
+            if workers and not paused:
                 result.drained = wait_drained(url, time.perf_counter() - result.elapsed)
             after = cpu_seconds(master, database, worker_pids)
             result.cpu = {group: after[group] - before.get(group, 0.0) for group in after}
+            if paused:
+                # The burst was only accepted; now the workers, stopped meanwhile, work through the backlog.
+                _signal_all(paused, signal.SIGCONT)
+                result.drained = wait_drained(url, time.perf_counter())
+                drained = cpu_seconds(master, database, worker_pids)
+                result.drain_cpu = {group: drained[group] - after.get(group, 0.0) for group in drained}
         results.append(result)
     if results:
         report(results, args)
@@ -274,6 +288,12 @@ def inbox_workers(env: dict[str, str], count: int, threads: int) -> Iterator[set
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def _signal_all(pids: set[int], signum: int) -> set[int]:
+    for pid in pids:
+        os.kill(pid, signum)
+    return pids
 
 
 def wait_drained(url: str, since: float, timeout: float = 600.0) -> float:
@@ -407,10 +427,14 @@ def report(results: list[RunResult], args: argparse.Namespace) -> None:
     ratio = app.rate / bare.rate if bare.rate else float("nan")
     print(f"ratio cobrabot / bare flask: {ratio:.2f}  (mean latency {statistics.fmean(app.latencies) * 1000:.1f} ms)")
     if app.drained is not None:
+        since = "the workers resumed" if args.drain_after else "the first request"
         print(
-            f"queue     {app.ok} turns done {app.drained:.1f} s after the first request: {app.ok / app.drained:,.0f} "
+            f"queue     {app.ok} turns done {app.drained:.1f} s after {since}: {app.ok / app.drained:,.0f} "
             f"turns/s with {args.inbox_workers} inbox worker(s) x {args.inbox_threads} threads"
         )
+    if app.drain_cpu:
+        spent = ", ".join(f"{group} {seconds / app.ok * 1000:.2f}" for group, seconds in app.drain_cpu.items())
+        print(f"CPU ms per turn while draining: {spent}")
 
 
 def check(url: str, result: RunResult) -> None:

@@ -30,6 +30,9 @@ def install_limits(app: Flask, settings: Settings) -> Limiter:
         swallow_errors=True,
         in_memory_fallback_enabled=True,
     )
+    # Only the API and sign-in are limited; every other request (webhooks above all) skips the limiter's
+    # per-request bookkeeping, which cost more CPU than accepting a queued webhook.
+    limiter.request_filter(lambda: request.blueprint != "api" and request.endpoint != LOGIN_ENDPOINT)
     limiter.limit(settings.api_rate_limit, key_func=_api_token_key)(app.blueprints["api"])
     login = app.view_functions[LOGIN_ENDPOINT]
     login = limiter.limit(settings.login_rate_limit, methods=["POST"], key_func=get_remote_address)(login)

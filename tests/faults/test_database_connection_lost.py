@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import create_engine, event, text
 
 from bot import store
-from bot.models import Message
+from bot.models import InboxItem, Message
 from bot.store import Database
 from tests.faults.helpers import count, message_sid, post_sms, sms_form, twilio_app, twilio_services
 
@@ -105,3 +105,17 @@ def test_a_webhook_is_5xx_while_the_database_is_unreachable(db, clock, standin, 
     monkeypatch.undo()
     assert post_sms(app, form).status_code == 200
     assert count(db, Message, Message.direction == "in") == 1
+
+
+def test_a_queued_webhook_after_the_connections_are_killed_is_accepted(postgres, clock, standin, make_debtor, caplog):
+    """Queue mode's accept bypasses the unit of work (one autocommitted INSERT): it has its own retry."""
+    app = twilio_app(twilio_services(postgres, clock, standin.url, inbound_queue=True))
+    debtor = make_debtor()
+    assert post_sms(app, sms_form(debtor.phone, "hola", message_sid(1))).status_code == 200
+    assert terminate_app_connections(postgres) >= 1
+    with caplog.at_level(logging.WARNING, logger="bot.inbox"):
+        assert post_sms(app, sms_form(debtor.phone, "hola", message_sid(2))).status_code == 200
+    assert count(postgres, InboxItem) == 2
+    assert any("retrying on a fresh one" in record.message for record in caplog.records)
+    assert post_sms(app, sms_form(debtor.phone, "hola", message_sid(3))).status_code == 200  # the pool is sound
+    assert count(postgres, InboxItem) == 3
