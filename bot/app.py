@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, request
+from flask import Flask, Request, Response, request
+from flask.sessions import SecureCookieSessionInterface, SessionMixin
 from werkzeug.exceptions import HTTPException
 
 import admin
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.public_url.startswith("https://"),
     )
+    app.session_interface = NoSessionForWebhooks()
     app.extensions["cobrabot"] = services
     app.register_blueprint(ops.blueprint)
     app.register_blueprint(portal.blueprint)
@@ -45,6 +47,16 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
     return app
+
+
+class NoSessionForWebhooks(SecureCookieSessionInterface):
+    """Providers send no cookies and webhooks never use a session: skip building the cookie signer (a key
+    derivation) on every webhook. Flask does not save a null session, so nothing is set in the response."""
+
+    def open_session(self, app: Flask, request: Request) -> SessionMixin | None:
+        if request.path.startswith("/webhooks/"):
+            return self.make_null_session(app)
+        return super().open_session(app, request)
 
 
 def _wants_json() -> bool:

@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_compose_has_the_documented_services_and_real_commands():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"web", "worker", "scheduler", "postgres", "redis", "migrate"} <= set(services)
+    assert {"web", "inbox", "worker", "scheduler", "postgres", "redis", "migrate"} <= set(services)
+    assert services["inbox"]["command"] == ["cobrabot", "inbox-worker"]
     for name, service in services.items():
         command = service.get("command")
         if command and command[0] == "cobrabot":

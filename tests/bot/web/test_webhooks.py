@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 
 import pytest
+from flask import request
+from flask.sessions import NullSession
 from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
 
@@ -172,3 +174,12 @@ def test_a_mexican_whatsapp_sender_with_the_old_mobile_1_is_recognised(twilio, d
     form = sms("whatsapp:+5215512345678", "hola") | {"To": "whatsapp:+14155238886"}
     assert post(app, "/webhooks/twilio/whatsapp", form).status_code == 200
     assert count(db, Message, Message.direction == "in") == 1
+
+
+def test_webhooks_get_a_null_session_and_the_console_a_real_one(twilio):
+    _services, app = twilio
+    with app.test_request_context("/webhooks/twilio/sms", method="POST"):
+        assert isinstance(app.session_interface.open_session(app, request), NullSession)
+    with app.test_request_context("/admin/login"):
+        assert not isinstance(app.session_interface.open_session(app, request), NullSession)
+    assert "session=" in app.test_client().get("/admin/login").headers.get("Set-Cookie", "")
