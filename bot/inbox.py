@@ -98,8 +98,7 @@ class Inbox:
 
     def _insert(self, rows: list[dict[str, Any]]) -> None:
         if self.database.dialect != "postgresql":
-            with self.database.engine.begin() as connection:
-                connection.execute(_ACCEPT, rows)
+            self._insert_core(rows)
             return
         self._group.submit(rows)
 
@@ -107,10 +106,21 @@ class Inbox:
         try:
             self._insert_autocommit(rows)
         except psycopg.OperationalError:
-            # A pooled connection that died (database restart) fails its first statement; the insert is
-            # idempotent, so it is repeated once on a fresh connection instead of failing the webhooks.
+            # A pooled connection that died (database restart) fails its first statement. The rows are idempotent,
+            # so they go again through SQLAlchemy, whose disconnect handling also retires every other connection
+            # the pool holds from before the restart, instead of failing the webhooks.
             logger.warning("database connection lost while accepting a webhook; retrying on a fresh one")
-            self._insert_autocommit(rows)
+            self._insert_core(rows)
+
+    def _insert_core(self, rows: Sequence[dict[str, Any]]) -> None:
+        for attempt in (1, 2):
+            try:
+                with self.database.engine.begin() as connection:
+                    connection.execute(_ACCEPT, list(rows))
+                return
+            except DBAPIError as exc:
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
 
     def _insert_autocommit(self, rows: Sequence[dict[str, Any]]) -> None:
         """The hot path of queued webhooks: every row that arrived meanwhile (group commit) in one autocommitted
@@ -124,7 +134,8 @@ class Inbox:
                 with connection.cursor() as cursor:
                     cursor.execute(_accept_sql(len(rows)), [value for row in rows for value in _parameters(row)])
             finally:
-                connection.autocommit = False
+                if not connection.broken:
+                    connection.autocommit = False
         except psycopg.OperationalError:
             pooled.invalidate()  # not back into the pool: the next checkout opens a fresh connection
             raise

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from bot.cli import main
-from bot.domain import Parsed, utcnow
+from bot.domain import InboundMessage, Parsed, utcnow
 from bot.inbox import MAX_ATTEMPTS, InboxWorker, backlog
 from bot.models import Conversation, InboxItem, Message, Outbox
 from bot.services import Services
@@ -187,9 +187,11 @@ def _drain_concurrently(workers: list[InboxWorker]) -> None:
         worker.close()
 
 
-def _inbound(row: InboxItem):
-    from bot.domain import InboundMessage
+def _inbound_message(sender: str, sid: str) -> InboundMessage:
+    return InboundMessage(channel="sms", sender=sender, text="hola", provider_message_id=sid)
 
+
+def _inbound(row: InboxItem) -> InboundMessage:
     return InboundMessage(
         channel=row.channel,
         sender=row.sender,
@@ -224,3 +226,25 @@ def test_the_inbox_worker_command_drains_once_and_exits(db, standin, debtor):
     assert "inbox drained: {'claimed': 1, 'processed': 1, 'retried': 0, 'failed': 0}" in result.output
     assert count(db, InboxItem) == 0
     assert count(db, Message, Message.direction == "in") == 1
+
+
+def test_the_same_webhook_three_times_at_once_is_one_inbox_row_and_one_turn(db, queued, debtor):
+    app = twilio_app(queued)
+    form = sms_form(debtor.phone, "hola", message_sid(1))
+    with ThreadPoolExecutor(3) as pool:
+        statuses = list(pool.map(lambda _: post_sms(app, form).status_code, range(3)))
+
+    assert statuses == [200, 200, 200]
+    assert count(db, InboxItem) == 1
+    queued.inbox_worker().run_once()
+    assert count(db, Message, Message.direction == "in") == 1
+    assert count(db, Outbox) == count(db, Message, Message.direction == "out") >= 1
+
+
+def test_one_accepting_insert_may_carry_the_same_message_twice(db, queued, debtor):
+    """Group commit can put a provider's retry in the same statement as the original: stored once."""
+    message = _inbound_message(debtor.phone, message_sid(1))
+
+    queued.inbox.accept(Parsed(messages=(message, message)))
+
+    assert count(db, InboxItem) == 1
