@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from collections import Counter
 from typing import TYPE_CHECKING, NoReturn
 
@@ -115,14 +116,14 @@ def serve(host: str, port: int, threads: int, demo: bool, no_jobs: bool) -> None
     waitress_serve(app, host=host, port=port, threads=threads, ident="cobrabot")
 
 
-def _drain_inbox_in_background(services: Services) -> None:
+def _drain_inbox_in_background(services: Services) -> threading.Event:
     """Embedded mode with the inbound queue on: one worker thread in this process (a daemon: it dies with it,
-    and whatever it had not finished is claimed again on the next start)."""
-    import threading
-
+    and whatever it had not finished is claimed again on the next start). Set the returned event to stop it."""
     worker = services.inbox_worker()
-    threading.Thread(target=worker.run, args=(threading.Event(),), name="inbox", daemon=True).start()
+    stop = threading.Event()
+    threading.Thread(target=worker.run, args=(stop,), name="inbox", daemon=True).start()
     click.echo("inbox worker running in-process")
+    return stop
 
 
 @main.command()
@@ -177,7 +178,6 @@ def inbox_worker(threads: int, batch: int, once: bool) -> None:
     On SQLite run one.
     """
     import signal
-    import threading
 
     services = _services()
     if not services.settings.inbound_queue:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
 
@@ -248,3 +249,21 @@ def test_one_accepting_insert_may_carry_the_same_message_twice(db, queued, debto
     queued.inbox.accept(Parsed(messages=(message, message)))
 
     assert count(db, InboxItem) == 1
+
+
+def test_serve_drains_the_inbox_in_process_when_it_runs_the_jobs(db, standin, debtor):
+    from bot.cli import _drain_inbox_in_background
+
+    services = twilio_services(db, utcnow, standin.url, inbound_queue=True)
+    post_sms(twilio_app(services), sms_form(debtor.phone, "hola", message_sid(1)))
+
+    stop = _drain_inbox_in_background(services)
+    try:
+        deadline = time.monotonic() + 10
+        while count(db, InboxItem) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+
+    assert count(db, InboxItem) == 0
+    assert count(db, Message, Message.direction == "in") == 1
