@@ -499,8 +499,9 @@ class InboxItem(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     channel: Mapped[str] = mapped_column(String(16))
-    sender: Mapped[str] = mapped_column(String(320))
-    provider_message_id: Mapped[str] = mapped_column(String(255))
+    # Unbounded: whatever a provider sends is stored (and later judged by the turn), never refused by a length.
+    sender: Mapped[str] = mapped_column(Text)
+    provider_message_id: Mapped[str] = mapped_column(Text)
     body: Mapped[str] = mapped_column(Text, default="")
     media: Mapped[list[Any]] = mapped_column(default=list)
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the adapter's metadata

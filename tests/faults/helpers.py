@@ -12,7 +12,7 @@ from werkzeug.test import TestResponse
 
 from bot.app import create_app
 from bot.config import load_settings
-from bot.models import Debtor, Message, Outbox, Payment
+from bot.models import Debtor, InboxItem, Message, Outbox, Payment
 from bot.services import Services, bootstrap
 from bot.store import Database
 from channels import build_registry
@@ -68,7 +68,7 @@ def count(database: Database, model: type, *where: Any) -> int:
 
 def row_counts(database: Database) -> dict[str, int]:
     """The tables a rejected request must never change."""
-    return {model.__tablename__: count(database, model) for model in (Message, Outbox, Payment, Debtor)}
+    return {model.__tablename__: count(database, model) for model in (Message, Outbox, Payment, Debtor, InboxItem)}
 
 
 def free_port() -> int:
