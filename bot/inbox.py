@@ -225,7 +225,7 @@ class InboxWorker:
 
     def _turn(self, item: Row[Any]) -> BaseException | None:
         try:
-            self.inbound.handle(Parsed(messages=(_message(item),)))
+            self.inbound.handle(Parsed(messages=(as_inbound_message(item),)))
         except Exception as exc:  # recorded on the row and retried: one bad message must not stop the rest
             return exc
         return None
@@ -267,7 +267,8 @@ class InboxWorker:
         return gave_up
 
 
-def _message(item: Row[Any]) -> InboundMessage:
+def as_inbound_message(item: Row[Any] | InboxItem) -> InboundMessage:
+    """The message as its adapter parsed it, from a claimed inbox row (or an InboxItem)."""
     return InboundMessage(
         channel=item.channel,
         sender=item.sender,

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from bot.cli import main
 from bot.domain import InboundMessage, Parsed, utcnow
-from bot.inbox import MAX_ATTEMPTS, InboxWorker, backlog
+from bot.inbox import MAX_ATTEMPTS, InboxWorker, as_inbound_message, backlog
 from bot.models import Conversation, InboxItem, Message, Outbox
 from bot.services import Services
 from tests.conftest import TEST_PUBLIC_URL, TEST_SECRET
@@ -77,7 +77,7 @@ def test_a_turn_that_already_committed_is_not_run_twice_after_a_crash(db, queued
     post_sms(twilio_app(queued), sms_form(debtor.phone, "hola", message_sid(1)))
     with db.session() as session:
         row = session.scalars(select(InboxItem)).one()
-        message = _inbound(row)
+        message = as_inbound_message(row)
     queued.inbound.handle(Parsed(messages=(message,)))  # the turn the crashed worker had committed
     replies = count(db, Message, Message.direction == "out")
 
@@ -190,16 +190,6 @@ def _drain_concurrently(workers: list[InboxWorker]) -> None:
 
 def _inbound_message(sender: str, sid: str) -> InboundMessage:
     return InboundMessage(channel="sms", sender=sender, text="hola", provider_message_id=sid)
-
-
-def _inbound(row: InboxItem) -> InboundMessage:
-    return InboundMessage(
-        channel=row.channel,
-        sender=row.sender,
-        text=row.body,
-        provider_message_id=row.provider_message_id,
-        received_at=row.received_at,
-    )
 
 
 def test_healthz_shows_the_inbox_backlog_in_queue_mode(db, queued, debtor):

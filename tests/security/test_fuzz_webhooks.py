@@ -90,29 +90,31 @@ twilio_forms = st.dictionaries(
 )
 
 
-@pytest.mark.slow
-@FUZZ
-@given(
+twilio_cases = given(
     path=st.sampled_from(["/webhooks/twilio/sms", "/webhooks/twilio/whatsapp", "/webhooks/twilio/status"]),
     form=twilio_forms,
     signed=st.booleans(),
 )
+
+
+@pytest.mark.slow
+@FUZZ
+@twilio_cases
 def test_twilio_form_bodies(fuzz_client, db, path, form, signed):
-    headers = {"X-Twilio-Signature": signature(path, form) if signed else "Zm9yZ2Vk"}
-    check(db, fuzz_client, lambda client: client.post(path, data=form, headers=headers))
+    check(db, fuzz_client, _twilio_post(path, form, signed))
 
 
 @pytest.mark.slow
 @FUZZ
-@given(
-    path=st.sampled_from(["/webhooks/twilio/sms", "/webhooks/twilio/whatsapp", "/webhooks/twilio/status"]),
-    form=twilio_forms,
-    signed=st.booleans(),
-)
+@twilio_cases
 def test_twilio_form_bodies_in_queue_mode(queued_fuzz_client, db, path, form, signed):
-    headers = {"X-Twilio-Signature": signature(path, form) if signed else "Zm9yZ2Vk"}
-    check(db, queued_fuzz_client, lambda client: client.post(path, data=form, headers=headers))
+    check(db, queued_fuzz_client, _twilio_post(path, form, signed))
     _drain(queued_fuzz_client)
+
+
+def _twilio_post(path: str, form: dict[str, str], signed: bool):
+    headers = {"X-Twilio-Signature": signature(path, form) if signed else "Zm9yZ2Vk"}
+    return lambda client: client.post(path, data=form, headers=headers)
 
 
 @pytest.mark.slow
@@ -133,23 +135,28 @@ mime_headers = st.lists(
 )
 
 
+email_cases = given(headers=mime_headers, body=text, raw=st.binary(max_size=400), use_raw=st.booleans())
+
+
 @pytest.mark.slow
 @FUZZ
-@given(headers=mime_headers, body=text, raw=st.binary(max_size=400), use_raw=st.booleans())
+@email_cases
 def test_raw_mime_email(fuzz_client, db, headers, body, raw, use_raw):
-    mail = raw if use_raw else ("".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n" + body).encode("utf-8")
-    request_headers = {"X-Cobrabot-Email-Secret": EMAIL_SECRET, "Content-Type": "message/rfc822"}
-    check(db, fuzz_client, lambda client: client.post("/webhooks/email", data=mail, headers=request_headers))
+    check(db, fuzz_client, _email_post(headers, body, raw, use_raw))
 
 
 @pytest.mark.slow
 @FUZZ
-@given(headers=mime_headers, body=text, raw=st.binary(max_size=400), use_raw=st.booleans())
+@email_cases
 def test_raw_mime_email_in_queue_mode(queued_fuzz_client, db, headers, body, raw, use_raw):
+    check(db, queued_fuzz_client, _email_post(headers, body, raw, use_raw))
+    _drain(queued_fuzz_client)
+
+
+def _email_post(headers: list[tuple[str, str]], body: str, raw: bytes, use_raw: bool):
     mail = raw if use_raw else ("".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n" + body).encode("utf-8")
     request_headers = {"X-Cobrabot-Email-Secret": EMAIL_SECRET, "Content-Type": "message/rfc822"}
-    check(db, queued_fuzz_client, lambda client: client.post("/webhooks/email", data=mail, headers=request_headers))
-    _drain(queued_fuzz_client)
+    return lambda client: client.post("/webhooks/email", data=mail, headers=request_headers)
 
 
 def _drain(client: FlaskClient) -> None:
