@@ -64,6 +64,7 @@ class Base(DeclarativeBase):
 
 
 MinorUnits = BigInteger().with_variant(Integer(), "sqlite")
+MAX_PROVIDER_ID_LENGTH = 998
 
 
 def _money(nullable: bool = False) -> Mapped[Any]:
@@ -214,7 +215,8 @@ class Message(Base):
     body: Mapped[str] = mapped_column(Text, default="")
     media: Mapped[list[Any]] = mapped_column(default=list)
     template_key: Mapped[str | None] = mapped_column(String(100))
-    provider_message_id: Mapped[str | None] = mapped_column(String(128))
+    # Up to a whole header line (RFC 5322: 998 characters): email Message-IDs can be long; webhooks refuse longer.
+    provider_message_id: Mapped[str | None] = mapped_column(String(MAX_PROVIDER_ID_LENGTH))
     delivery_status: Mapped[str] = mapped_column(String(16), default="received")
     error_code: Mapped[str | None] = mapped_column(String(32))
     intent: Mapped[str | None] = mapped_column(String(32))
@@ -499,9 +501,8 @@ class InboxItem(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     channel: Mapped[str] = mapped_column(String(16))
-    # Unbounded: whatever a provider sends is stored (and later judged by the turn), never refused by a length.
     sender: Mapped[str] = mapped_column(Text)
-    provider_message_id: Mapped[str] = mapped_column(Text)
+    provider_message_id: Mapped[str] = mapped_column(String(MAX_PROVIDER_ID_LENGTH))
     body: Mapped[str] = mapped_column(Text, default="")
     media: Mapped[list[Any]] = mapped_column(default=list)
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the adapter's metadata

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from bot.domain import BadPayload, InvalidSignature, Parsed, WebhookRequest
+from bot.models import MAX_PROVIDER_ID_LENGTH
 from bot.ports import UnknownChannel
 from bot.services import Services
 from bot.web.errors import json_error
@@ -45,6 +46,9 @@ def _receive(channel_name: str, ok: Response | Callable[[Parsed], Response]) -> 
         return json_error(403, "invalid_signature", "the request signature did not verify")
     except BadPayload as exc:
         return json_error(400, "bad_payload", str(exc))
+    if any(len(message.provider_message_id or "") > MAX_PROVIDER_ID_LENGTH for message in parsed.messages):
+        # Longer than a whole header line: no provider sends that, and it could not be stored to deduplicate.
+        return json_error(400, "bad_payload", f"message id longer than {MAX_PROVIDER_ID_LENGTH} characters")
     return _handled(parsed, ok)
 
 

@@ -22,7 +22,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("channel", sa.String(length=16), nullable=False),
         sa.Column("sender", sa.Text(), nullable=False),
-        sa.Column("provider_message_id", sa.Text(), nullable=False),
+        sa.Column("provider_message_id", sa.String(length=998), nullable=False),
         sa.Column("body", sa.Text(), nullable=False),
         sa.Column("media", sa.JSON(), nullable=False),
         sa.Column("details", sa.JSON(), nullable=False),

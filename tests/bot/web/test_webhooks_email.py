@@ -59,3 +59,17 @@ def test_wrong_secret_is_403_and_auto_replies_are_ignored(email_client, make_deb
     assert post(email_client, auto).status_code == 200
     with db.session() as session:
         assert session.scalars(select(Message)).all() == []
+
+
+def test_a_long_message_id_is_stored_and_one_past_a_header_line_is_refused(email_client, make_debtor, db):
+    """Regression: a Message-ID over 128 characters answered 500 on PostgreSQL (the column was varchar(128))."""
+    make_debtor()
+    long_id = "x" * 300 + "@mail.example.cl"
+    assert post(email_client, MAIL.replace("reply-1@example.cl", long_id)).status_code == 200
+    too_long = "x" * 1000 + "@mail.example.cl"
+    refused = post(email_client, MAIL.replace("reply-1@example.cl", too_long))
+
+    assert refused.status_code == 400 and "message id longer than 998" in refused.get_json()["message"]
+    with db.session() as session:
+        stored = session.scalars(select(Message.provider_message_id).where(Message.direction == "in")).all()
+    assert stored == [long_id]
