@@ -23,8 +23,9 @@ from typing import Any
 
 import psycopg
 from psycopg.types.json import Json
-from sqlalchemy import Connection, Row, bindparam, delete, func, select, text, update
+from sqlalchemy import Connection, Row, bindparam, delete, exists, func, select, text, update
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import aliased
 
 from bot.domain import Clock, InboundMessage, Parsed
 from bot.group_commit import GroupCommit
@@ -51,13 +52,22 @@ _ACCEPT = text(
 # The oldest pending message of each sender, and only those: a sender's next message waits until the one before
 # it is done (or has failed for good). On PostgreSQL the rows stay locked (SKIP LOCKED) by the claiming
 # transaction while they are processed, so concurrent workers take disjoint senders, and a sender whose current
-# message another worker holds is skipped rather than served out of order.
-_FIRST_OF_EACH_SENDER = (
-    select(func.min(InboxItem.id)).where(InboxItem.status == "pending").group_by(InboxItem.channel, InboxItem.sender)
-)
+# message another worker holds is skipped rather than served out of order. The claim walks the inbox in id order
+# and probes ix_inbox_sender once per candidate for an earlier pending row, so its cost follows the rows it
+# passes over, not the whole backlog (a GROUP BY over every pending row grew with it).
+_EARLIER = aliased(InboxItem)
 _CLAIM = (
     select(*InboxItem.__table__.c)
-    .where(InboxItem.id.in_(_FIRST_OF_EACH_SENDER), InboxItem.available_at <= bindparam("now"))
+    .where(
+        InboxItem.status == "pending",
+        InboxItem.available_at <= bindparam("now"),
+        ~exists().where(
+            _EARLIER.channel == InboxItem.channel,
+            _EARLIER.sender == InboxItem.sender,
+            _EARLIER.id < InboxItem.id,
+            _EARLIER.status == "pending",
+        ),
+    )
     .order_by(InboxItem.id)
     .limit(bindparam("limit"))
     .with_for_update(skip_locked=True)
