@@ -169,7 +169,7 @@ def worker(concurrency: int, queue: str | None) -> None:
 
 @main.command("inbox-worker")
 @click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64), help="Turns run side by side.")
-@click.option("--batch", default=100, show_default=True, type=click.IntRange(1, 10_000), help="Senders per claim.")
+@click.option("--batch", default=32, show_default=True, type=click.IntRange(1, 10_000), help="Senders per claim.")
 @click.option("--once", is_flag=True, help="Drain what is waiting now, then exit.")
 def inbox_worker(threads: int, batch: int, once: bool) -> None:
     """Run the conversations of messages the webhooks queued (COBRABOT_INBOUND_QUEUE=true).

@@ -184,7 +184,9 @@ class InboxWorker:
     database: Database
     inbound: InboundService
     clock: Clock
-    batch_size: int = 100
+    # A claim keeps its rows locked in one transaction until the whole batch has run: small batches keep that
+    # transaction short (a turn with the LLM on may take seconds) at the price of one cheap claim query more.
+    batch_size: int = 32
     threads: int = 1
     max_attempts: int = MAX_ATTEMPTS
     _pool: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)

@@ -43,7 +43,7 @@ class Services:
     clock: Clock = utcnow
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
 
-    def inbox_worker(self, *, batch_size: int = 100, threads: int = 1) -> InboxWorker:
+    def inbox_worker(self, *, batch_size: int = 32, threads: int = 1) -> InboxWorker:
         """A worker draining the inbound queue (COBRABOT_INBOUND_QUEUE) through the same InboundService."""
         return InboxWorker(self.database, self.inbound, self.clock, batch_size=batch_size, threads=threads)
 
