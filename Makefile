@@ -18,10 +18,11 @@ install: $(BIN)/cobrabot
 run: install  ## venv, install, migrate, demo data, serve on http://127.0.0.1:8000 (SQLite)
 	$(BIN)/cobrabot serve --demo --host $(HOST) --port $(PORT)
 
-# SQLite always; PostgreSQL too when COBRABOT_TEST_DATABASE_URL is set (CI sets it).
+# SQLite always; PostgreSQL too when COBRABOT_TEST_DATABASE_URL is set (CI sets it). The long fuzz run
+# (COBRABOT_FUZZ_EXAMPLES) goes against PostgreSQL, the production database; SQLite keeps the short default.
 test: install  ## the whole suite
 	$(BIN)/ruff check .
-	env -u COBRABOT_TEST_DATABASE_URL $(BIN)/python -m pytest -q
+	env -u COBRABOT_TEST_DATABASE_URL -u COBRABOT_FUZZ_EXAMPLES $(BIN)/python -m pytest -q
 	@if [ -n "$$COBRABOT_TEST_DATABASE_URL" ]; then \
 		echo "== again on PostgreSQL ($$COBRABOT_TEST_DATABASE_URL)"; \
 		$(BIN)/python -m pytest -q; \
