@@ -123,6 +123,7 @@ class Effects:
             amount_minor=command.amount.minor,
             currency=command.amount.currency,
             promised_date=command.promised_date,
+            created_at=self.now,  # payments count toward it from this moment, on the same clock
         )
         self.session.add(promise)
         self._audit("promise.recorded", promise, amount_minor=promise.amount_minor, date=str(promise.promised_date))

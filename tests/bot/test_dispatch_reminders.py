@@ -94,7 +94,9 @@ def test_a_message_written_when_queued_is_sent_as_it_is(db, services, dispatcher
                           delivery_status="queued", created_at=datetime(2026, 11, 25, tzinfo=UTC))  # fmt: skip
         session.add(message)
         session.flush()
-        session.add(Outbox(message_id=message.id, channel="sms", initiated_by="reply"))
+        session.add(
+            Outbox(message_id=message.id, channel="sms", initiated_by="reply", next_attempt_at=message.created_at)
+        )
         session.commit()
     assert dispatcher.run_once().sent == 1
     assert sms.sent[0].text == ""  # not a planned reminder: nothing to render, nothing cancelled

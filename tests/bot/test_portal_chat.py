@@ -147,7 +147,9 @@ def test_messages_sent_through_the_outbox_reach_the_open_portal_by_polling(clien
         )
         session.add(note)
         session.flush()
-        session.add(Outbox(message_id=note.id, channel="webchat", initiated_by="agent"))
+        session.add(
+            Outbox(message_id=note.id, channel="webchat", initiated_by="agent", next_attempt_at=services.clock())
+        )
         session.commit()
     services.registry.register(WebChat())
     assert client.get(path + "/messages?after=0").get_json() == {"messages": []}  # not dispatched yet

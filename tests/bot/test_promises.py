@@ -6,7 +6,11 @@ from datetime import UTC, date, datetime
 
 from sqlalchemy import func, select
 
-from bot.models import ConsentOptOut, Message, Outbox, Payment, PromiseToPay
+from bot.commands import RecordPromise
+from bot.domain import Money
+from bot.effects import Effects
+from bot.models import ConsentOptOut, Conversation, Debtor, Message, Outbox, Payment, PromiseToPay
+from bot.portal import PortalTokens
 from bot.promises import remind_promises, resolve_promises
 
 
@@ -128,3 +132,20 @@ def test_a_partly_refunded_payment_counts_only_what_was_kept(db, make_debtor):
         run = resolve_promises(session, datetime(2026, 11, 26, 13, tzinfo=UTC))
         session.commit()
         assert run.kept == 0 and session.get(PromiseToPay, promise_id).status == "pending"
+
+
+def test_a_promise_recorded_in_a_turn_is_dated_by_the_turns_clock(db, make_debtor):
+    """A payment counts toward a promise only if received after it was made, both on the injected clock; a
+    promise dated by the wall clock instead would ignore payments in any test or simulation away from today."""
+    debtor = make_debtor()
+    turn_time = datetime(2031, 1, 2, 3, 4, tzinfo=UTC)
+    with db.session() as session:
+        conversation = Conversation(debtor_id=debtor.id, channel="sms", address="+56961234567")
+        session.add(conversation)
+        session.flush()
+        effects = Effects(
+            session, conversation, session.get(Debtor, debtor.id), turn_time, PortalTokens("k", "http://x")
+        )
+        effects.apply(RecordPromise(Money(45990, "CLP"), date(2031, 1, 9)))
+        session.commit()
+        assert session.scalars(select(PromiseToPay.created_at)).one() == turn_time

@@ -182,6 +182,7 @@ def paid_setup(
                 amount_minor=45990,
                 currency="CLP",
                 promised_date=date(2026, 12, 1),
+                created_at=clock(),
             )
         )
         for number in ("F-1", "F-2"):
