@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -104,16 +104,16 @@ class ConversationService:
         conversation, invoices = self._conversation(session, debtor, message, verified)
         if not message.text.strip():
             return self._media_only(uow, conversation, debtor, message)
-        facts = _facts(debtor, invoices, self.secret_key, self._faq(debtor.creditor.slug))
+        facts = debtor_facts(debtor, invoices, self.secret_key, self.faq_for(debtor.creditor.slug))
         # The turn is computed before the dedupe insert so the intent goes into that one INSERT; a duplicate's
         # turn is thrown away with the rolled-back transaction (the engine itself writes nothing).
         if refresh := getattr(self.engine.flows, "refresh", None):  # bot/flow_store.py: published flows
             refresh(session, conversation.flow_name)
-        turn = self.engine.handle(_state_of(conversation), message, facts, self.clock)
+        turn = self.engine.handle(state_of(conversation), message, facts, self.clock)
         if _insert_inbound(session, conversation, message, turn) is None:
             logger.info("duplicate inbound channel=%s conversation=%s", message.channel, conversation.id)
             return Received((), duplicate=True, conversation_id=conversation.id)
-        _apply_state(conversation, turn, message)
+        apply_state(conversation, turn, message)
         effects = Effects(session, conversation, debtor, self.clock(), self.portal)
         outputs = effects.apply_all(turn.commands)
         replies = self._store_replies(session, conversation, debtor, turn, outputs)
@@ -129,12 +129,12 @@ class ConversationService:
         conversation.last_inbound_at = message.received_at
         replies: tuple[OutboundMessage, ...] = ()
         if conversation.mode == "bot":
-            turn = Turn(replies=(Reply("media_received"),), state=_state_of(conversation))
+            turn = Turn(replies=(Reply("media_received"),), state=state_of(conversation))
             replies = self._store_replies(uow.session, conversation, debtor, turn, {})
         uow.commit()
         return Received(replies, conversation_id=conversation.id)
 
-    def _faq(self, creditor_slug: str) -> Callable[[str, str], FaqAnswer | None] | None:
+    def faq_for(self, creditor_slug: str) -> Callable[[str, str], FaqAnswer | None] | None:
         if self.knowledge is None:
             return None
         answer = faq_answerer(self.knowledge, creditor_slug)
@@ -165,9 +165,22 @@ class ConversationService:
     def _store_replies(
         self, session: Session, conversation: Conversation, debtor: Debtor, turn: Turn, outputs: dict[str, Any]
     ) -> tuple[OutboundMessage, ...]:
-        renderer = TemplateRenderer.from_session(session)
-        synchronous = conversation.channel in SYNCHRONOUS_CHANNELS
         now = self.clock()
+        rows = self.reply_rows(TemplateRenderer.from_session(session), conversation, debtor, turn, outputs, now)
+        message_ids = insert_replies(session, rows, queue=conversation.channel not in SYNCHRONOUS_CHANNELS, now=now)
+        return outbound_messages(conversation, turn, rows, message_ids)
+
+    def reply_rows(
+        self,
+        renderer: TemplateRenderer,
+        conversation: Conversation,
+        debtor: Debtor,
+        turn: Turn,
+        outputs: dict[str, Any],
+        now: datetime,
+    ) -> list[dict[str, Any]]:
+        """The turn's replies, written, as `messages` rows for insert_replies."""
+        synchronous = conversation.channel in SYNCHRONOUS_CHANNELS
         rows = []
         for reply in turn.replies:
             text = renderer.render(reply.template_key, debtor.locale, conversation.channel, outputs | reply.variables)
@@ -188,18 +201,24 @@ class ConversationService:
                 }
             )
         conversation.last_outbound_at = now  # the ORM's one UPDATE of the conversation, at commit
-        message_ids = _insert_replies(session, rows, queue=not synchronous, now=now)
-        return tuple(
-            OutboundMessage(
-                channel=conversation.channel,
-                recipient=conversation.address,
-                text=row["body"],
-                template_key=reply.template_key,
-                buttons=reply.buttons,
-                message_id=message_id,
-            )
-            for reply, row, message_id in zip(turn.replies, rows, message_ids, strict=True)
+        return rows
+
+
+def outbound_messages(
+    conversation: Conversation, turn: Turn, rows: list[dict[str, Any]], message_ids: list[int]
+) -> tuple[OutboundMessage, ...]:
+    """The stored replies as the channel will send them."""
+    return tuple(
+        OutboundMessage(
+            channel=conversation.channel,
+            recipient=conversation.address,
+            text=row["body"],
+            template_key=reply.template_key,
+            buttons=reply.buttons,
+            message_id=message_id,
         )
+        for reply, row, message_id in zip(turn.replies, rows, message_ids, strict=True)
+    )
 
 
 # Core, not the ORM's unit of work: the replies are written once and never touched again in the turn, and the
@@ -208,7 +227,7 @@ _INSERT_REPLIES = insert(Message.__table__).returning(Message.__table__.c.id, so
 _INSERT_OUTBOX = insert(Outbox.__table__)
 
 
-def _insert_replies(session: Session, rows: list[dict[str, Any]], *, queue: bool, now: datetime) -> list[int]:
+def insert_replies(session: Session, rows: list[dict[str, Any]], *, queue: bool, now: datetime) -> list[int]:
     """The replies in one INSERT (ids in the rows' order) and, unless answered in the response itself, their
     outbox rows in another."""
     if not rows:
@@ -216,7 +235,13 @@ def _insert_replies(session: Session, rows: list[dict[str, Any]], *, queue: bool
     message_ids = list(session.scalars(_INSERT_REPLIES, rows))
     if queue:
         outbox = [
-            {"message_id": message_id, "channel": row["channel"], "initiated_by": "reply", "created_at": now}
+            {
+                "message_id": message_id,
+                "channel": row["channel"],
+                "initiated_by": "reply",
+                "created_at": now,
+                "next_attempt_at": now,
+            }
             for message_id, row in zip(message_ids, rows, strict=True)
         ]
         session.execute(_INSERT_OUTBOX, outbox)
@@ -250,7 +275,12 @@ def _insert_inbound(
     session: Session, conversation: Conversation, message: InboundMessage, turn: Turn | None = None
 ) -> int | None:
     """Insert-or-ignore on (channel, provider_message_id): atomic dedupe, no check-then-insert race."""
-    values = {
+    return session.execute(_INSERT_INBOUND, inbound_row(conversation, message, turn)).scalar_one_or_none()
+
+
+def inbound_row(conversation: Conversation, message: InboundMessage, turn: Turn | None = None) -> dict[str, Any]:
+    """The inbound message as a `messages` row, with the intent the turn read in it."""
+    return {
         "conversation_id": conversation.id,
         "debtor_id": conversation.debtor_id,
         "direction": "in",
@@ -263,44 +293,54 @@ def _insert_inbound(
         "intent": turn.intent.value if turn else None,
         "confidence": turn.confidence if turn else None,
     }
-    return session.execute(_INSERT_INBOUND, values).scalar_one_or_none()
 
 
-def _open_conversation_and_invoices_statement() -> Select[tuple[Conversation, Invoice]]:
+def _open_conversations_and_invoices_statement() -> Select[tuple[int, Conversation, Invoice]]:
     """Built once: constructing the alias and the joins cost more CPU per webhook than running the query."""
     other = aliased(Conversation)
     latest_open = (
         select(func.max(other.id))
-        .where(other.debtor_id == bindparam("debtor_id"), other.channel == bindparam("channel"))
+        .where(other.debtor_id == Debtor.id, other.channel == bindparam("channel"))
         .where(other.mode != "closed")
+        .correlate(Debtor)
         .scalar_subquery()
     )
     return (
-        select(Conversation, Invoice)
+        select(Debtor.id, Conversation, Invoice)
         .select_from(Debtor)
         .outerjoin(Conversation, Conversation.id == latest_open)
         .outerjoin(Invoice, and_(Invoice.debtor_id == Debtor.id, *OWED))
-        .where(Debtor.id == bindparam("debtor_id"))
-        .order_by(*OLDEST_DUE_FIRST)
+        .where(Debtor.id.in_(bindparam("debtor_ids", expanding=True)))
+        .order_by(Debtor.id, *OLDEST_DUE_FIRST)
     )
 
 
-_OPEN_CONVERSATION_AND_INVOICES = _open_conversation_and_invoices_statement()
+_OPEN_CONVERSATIONS_AND_INVOICES = _open_conversations_and_invoices_statement()
+
+
+def open_conversations_and_invoices(
+    session: Session, debtor_ids: Collection[int], channel: str
+) -> dict[int, tuple[Conversation | None, list[Invoice]]]:
+    """Each debtor's latest open conversation on `channel` and open invoices (as bot.debtors.open_invoices:
+    oldest due first) in one statement: one row per invoice, or one row of NULLs-for-invoice when none.
+    Read after the conversation locks are taken, so each state is the one the previous turn committed."""
+    parameters = {"debtor_ids": list(debtor_ids), "channel": channel}
+    found: dict[int, tuple[Conversation | None, list[Invoice]]] = {}
+    for debtor_id, conversation, invoice in session.execute(_OPEN_CONVERSATIONS_AND_INVOICES, parameters):
+        _, invoices = found.setdefault(debtor_id, (conversation, []))
+        if invoice is not None:
+            invoices.append(invoice)
+    return found
 
 
 def _open_conversation_and_invoices(
     session: Session, debtor_id: int, channel: str
 ) -> tuple[Conversation | None, list[Invoice]]:
-    """The debtor's latest open conversation on `channel` and its open invoices (as bot.debtors.open_invoices:
-    oldest due first) in one statement: one row per invoice, or one row of NULLs-for-invoice when none.
-    Read after the conversation lock is taken, so the state is the one the previous turn committed."""
-    parameters = {"debtor_id": debtor_id, "channel": channel}
-    rows = session.execute(_OPEN_CONVERSATION_AND_INVOICES, parameters).all()
-    conversation = rows[0][0] if rows else None
-    return conversation, [invoice for _, invoice in rows if invoice is not None]
+    """`open_conversations_and_invoices` for one debtor."""
+    return open_conversations_and_invoices(session, [debtor_id], channel).get(debtor_id, (None, []))
 
 
-def _state_of(conversation: Conversation) -> ConversationState:
+def state_of(conversation: Conversation) -> ConversationState:
     return ConversationState(
         flow_name=conversation.flow_name,
         flow_version=conversation.flow_version,
@@ -311,7 +351,7 @@ def _state_of(conversation: Conversation) -> ConversationState:
     )
 
 
-def _apply_state(conversation: Conversation, turn: Turn, message: InboundMessage) -> None:
+def apply_state(conversation: Conversation, turn: Turn, message: InboundMessage) -> None:
     conversation.flow_name = turn.state.flow_name
     conversation.flow_version = turn.state.flow_version
     conversation.node = turn.state.node
@@ -320,7 +360,7 @@ def _apply_state(conversation: Conversation, turn: Turn, message: InboundMessage
     conversation.last_inbound_at = message.received_at
 
 
-def _facts(
+def debtor_facts(
     debtor: Debtor, invoices: list[Invoice], secret_key: str, faq: Callable[[str, str], FaqAnswer | None] | None
 ) -> DebtorFacts:
     # A debtor rarely owes in two currencies; then the bot speaks of the one falling due first.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from collections.abc import Collection
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, joinedload
@@ -38,9 +39,7 @@ def find_debtor(session: Session, channel: str, address: str) -> Debtor | None:
     statement = _DEBTORS_AT_ADDRESS.get(channel)
     if statement is None or not address:
         return None
-    value = address.lower() if channel == "email" else address
-    if channel in ("sms", "whatsapp"):
-        value = canonical_phone(address)
+    value = stored_address(channel, address)
     debtors = {debtor.id: debtor for debtor in session.scalars(statement, {"address": value})}
     if len(debtors) <= 1:
         return next(iter(debtors.values()), None)
@@ -51,6 +50,39 @@ def find_debtor(session: Session, channel: str, address: str) -> Debtor | None:
         .limit(1)
     )
     return debtors[latest or max(debtors)]
+
+
+def stored_address(channel: str, address: str) -> str:
+    """A sender's address in the form debtors' addresses are stored in."""
+    if channel in ("sms", "whatsapp"):
+        return canonical_phone(address)
+    return address.lower() if channel == "email" else address
+
+
+def find_sole_debtors(session: Session, channel: str, addresses: Collection[str]) -> dict[str, Debtor]:
+    """The debtor (with its creditor) at each address that belongs to exactly one debtor, in one statement.
+
+    An address several debtors share is left out: which of them is meant is find_debtor's question.
+    """
+    column = ADDRESS_COLUMN.get(channel)
+    if column is None:
+        return {}
+    values = {address: stored_address(channel, address) for address in addresses if address}
+    if not values:
+        return {}
+    at_value: dict[str, list[Debtor]] = {}
+    for debtor in session.scalars(_SOLE_DEBTOR_CANDIDATES[channel], {"addresses": list(set(values.values()))}):
+        at_value.setdefault(getattr(debtor, column.key), []).append(debtor)
+    sole = {value: debtors[0] for value, debtors in at_value.items() if len(debtors) == 1}
+    return {address: sole[value] for address, value in values.items() if value in sole}
+
+
+_SOLE_DEBTOR_CANDIDATES = {
+    channel: select(Debtor)
+    .options(joinedload(Debtor.creditor))
+    .where(column.in_(bindparam("addresses", expanding=True)))
+    for channel, column in ADDRESS_COLUMN.items()
+}
 
 
 class TelegramLinks:

@@ -4,6 +4,7 @@ apply delivery statuses. Framework-free: bot/web/webhooks.py calls it."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from bot.conversations import ConversationService, Received, lock_key
@@ -11,6 +12,7 @@ from bot.dispatch import record_status
 from bot.domain import Clock, InboundMessage, Parsed
 from bot.identify import TelegramLinks, find_debtor, find_debtor_id, link_telegram_chat
 from bot.store import Database
+from bot.turn_batch import receive_batch
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +52,11 @@ class InboundService:
                     summary.statuses += record_status(uow.session, status, self.clock())
                 uow.commit()
         return summary
+
+    def handle_batch(self, messages: Sequence[InboundMessage]) -> set[int]:
+        """Run in one transaction the turns of the messages that can share one (bot/turn_batch.py); the indices
+        of those it ran. The rest, and all of them if this raises, are for `handle`, one by one."""
+        return set(receive_batch(self.conversations, messages))
 
     def _receive(self, message: InboundMessage) -> Received | None:
         if self.database.dialect == "postgresql" and not message.metadata.get("start_payload"):

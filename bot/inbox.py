@@ -228,16 +228,29 @@ class InboxWorker:
         return connection.execute(_CLAIM, {"now": self.clock(), "limit": self.batch_size}).all()
 
     def _process(self, items: Sequence[Row[Any]]) -> list[BaseException | None]:
-        if self.threads <= 1 or len(items) <= 1:
-            return [self._turn(item) for item in items]
+        messages = [as_inbound_message(item) for item in items]
+        try:
+            in_batch = self.inbound.handle_batch(messages) if len(messages) > 1 else set()
+        except Exception as exc:  # rolled back whole: its messages run one by one, where a bad one fails alone
+            logger.warning("inbox batch of %d failed (%s); running it one by one", len(messages), type(exc).__name__)
+            in_batch = set()
+        outcomes: list[BaseException | None] = [None] * len(messages)
+        rest = [index for index in range(len(messages)) if index not in in_batch]
+        for index, outcome in zip(rest, self._one_by_one([messages[index] for index in rest]), strict=True):
+            outcomes[index] = outcome
+        return outcomes
+
+    def _one_by_one(self, messages: list[InboundMessage]) -> list[BaseException | None]:
+        if self.threads <= 1 or len(messages) <= 1:
+            return [self._turn(message) for message in messages]
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="inbox")
         # The batch holds at most one message per sender, so running them side by side keeps each sender's order.
-        return list(self._pool.map(self._turn, items))
+        return list(self._pool.map(self._turn, messages))
 
-    def _turn(self, item: Row[Any]) -> BaseException | None:
+    def _turn(self, message: InboundMessage) -> BaseException | None:
         try:
-            self.inbound.handle(Parsed(messages=(as_inbound_message(item),)))
+            self.inbound.handle(Parsed(messages=(message,)))
         except Exception as exc:  # recorded on the row and retried: one bad message must not stop the rest
             return exc
         return None

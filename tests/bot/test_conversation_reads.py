@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime
 
 from sqlalchemy import event, select, update
 
-from bot.conversations import _insert_replies, _open_conversation_and_invoices
+from bot.conversations import _open_conversation_and_invoices, insert_replies
 from bot.debtors import open_invoices
 from bot.models import Conversation, Invoice, Message, Outbox
 
@@ -73,7 +73,7 @@ def test_replies_are_stored_in_order_with_their_outbox_rows_in_two_statements(db
 
         event.listen(db.engine, "before_cursor_execute", note)
         try:
-            ids = _insert_replies(session, rows, queue=True, now=now)
+            ids = insert_replies(session, rows, queue=True, now=now)
         finally:
             event.remove(db.engine, "before_cursor_execute", note)
         session.commit()
@@ -85,3 +85,21 @@ def test_replies_are_stored_in_order_with_their_outbox_rows_in_two_statements(db
     assert [(row.message_id, row.initiated_by, row.status) for row in queued] == [
         (message_id, "reply", "pending") for message_id in sorted(ids)
     ]
+
+
+def test_replies_fall_due_at_the_turns_clock_not_the_wall_clock(db, make_debtor):
+    """A simulated or test clock far from today: the outbox rows must be due when the turn says, or a dispatcher on
+    the same clock never sees them (found when the wall clock passed the test clock's date)."""
+    debtor = make_debtor()
+    then = datetime(2031, 1, 2, 3, 4, tzinfo=UTC)
+    with db.session() as session:
+        conversation = Conversation(debtor_id=debtor.id, channel="sms", address="+56961234567")
+        session.add(conversation)
+        session.flush()
+        row = {"conversation_id": conversation.id, "debtor_id": debtor.id, "direction": "out", "channel": "sms",
+               "body": "reply", "media": [], "template_key": "thanks", "knowledge_source": None,
+               "delivery_status": "queued", "created_at": then}  # fmt: skip
+        insert_replies(session, [row], queue=True, now=then)
+        session.commit()
+        queued = session.scalars(select(Outbox)).one()
+    assert (queued.created_at, queued.next_attempt_at) == (then, then)

@@ -1,0 +1,166 @@
+"""Many senders' next messages as one transaction: the inbox workers' fast path.
+
+Each message gets the same turn as ConversationService.receive would give it, but the reads (debtors,
+conversations with their open invoices) and the writes (inbound messages, replies, outbox rows) are one statement
+each for the whole batch, and there is one commit. A queued turn cost ~10 ms of CPU, most of it round trips and
+per-statement work rather than the engine (docs/performance.md), so that work is shared by the batch.
+
+The batch holds at most one message per conversation, so its turns are independent of each other; the
+conversation locks are all taken, in key order, before anything is read, so a turn sees the state the previous
+turn of its conversation committed. All or nothing: when any turn fails the transaction rolls back and the caller
+runs those messages one by one, where a bad message fails alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import Session
+
+from bot.conversations import (
+    SYNCHRONOUS_CHANNELS,
+    ConversationService,
+    Received,
+    apply_state,
+    debtor_facts,
+    inbound_row,
+    insert_replies,
+    lock_key,
+    open_conversations_and_invoices,
+    outbound_messages,
+    state_of,
+)
+from bot.domain import InboundMessage, Turn
+from bot.effects import Effects
+from bot.identify import find_sole_debtors
+from bot.models import Conversation, Debtor, Invoice, Message
+from bot.templates import TemplateRenderer
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    message: InboundMessage
+    debtor: Debtor
+    conversation: Conversation
+    invoices: list[Invoice]
+
+
+def batchable(message: InboundMessage) -> bool:
+    """A plain text message on an asynchronous channel; anything else (media only, a Telegram /start link, the
+    web chat that answers in its response) takes the one-by-one path."""
+    return (
+        bool(message.text.strip())
+        and bool(message.provider_message_id)
+        and message.channel not in SYNCHRONOUS_CHANNELS
+        and not message.metadata.get("start_payload")
+    )
+
+
+def receive_batch(service: ConversationService, messages: Sequence[InboundMessage]) -> dict[int, Received]:
+    """Run the turns of the messages it can in one transaction; returns them by index into `messages`.
+
+    A message left out (its sender is not exactly one known debtor, it is not `batchable`, or its conversation
+    already has a message earlier in the batch) is for the caller to run one by one, after this returns.
+    """
+    if service.database.dialect != "postgresql":
+        # SQLite's transaction holds the database's one write lock from its first statement: waiting for
+        # conversation locks inside it could deadlock with a holder that needs that lock (see bot/inbound.py).
+        return {}
+    with service.database.unit_of_work() as uow:
+        session = uow.session
+        senders = uow.first_read(lambda session: _identified(session, messages))
+        if not senders:
+            return {}
+        with contextlib.ExitStack() as held:
+            for key in sorted({lock_key(debtor.id, message.channel) for message, debtor in senders.values()}):
+                held.enter_context(service.locks.hold(key))
+            received = _run_turns(service, session, _with_conversations(session, senders))
+            uow.commit()
+    return received
+
+
+def _identified(session: Session, messages: Sequence[InboundMessage]) -> dict[int, tuple[InboundMessage, Debtor]]:
+    """The batchable messages whose sender is one debtor, the earliest for each conversation, by index."""
+    senders: dict[str, set[str]] = {}
+    for message in messages:
+        if batchable(message):
+            senders.setdefault(message.channel, set()).add(message.sender)
+    debtors = {channel: find_sole_debtors(session, channel, addresses) for channel, addresses in senders.items()}
+    identified: dict[int, tuple[InboundMessage, Debtor]] = {}
+    conversations: set[tuple[int, str]] = set()
+    for index, message in enumerate(messages):
+        debtor = debtors.get(message.channel, {}).get(message.sender) if batchable(message) else None
+        if debtor is None or (debtor.id, message.channel) in conversations:
+            continue
+        conversations.add((debtor.id, message.channel))
+        identified[index] = (message, debtor)
+    return identified
+
+
+def _with_conversations(session: Session, senders: dict[int, tuple[InboundMessage, Debtor]]) -> dict[int, _Item]:
+    """Each message's open conversation (opened when there is none, all in one flush) and open invoices."""
+    found: dict[tuple[int, str], tuple[Conversation | None, list[Invoice]]] = {}
+    for channel in {message.channel for message, _ in senders.values()}:
+        debtor_ids = [debtor.id for message, debtor in senders.values() if message.channel == channel]
+        for debtor_id, read in open_conversations_and_invoices(session, debtor_ids, channel).items():
+            found[(debtor_id, channel)] = read
+    items = {}
+    for index, (message, debtor) in senders.items():
+        conversation, invoices = found.get((debtor.id, message.channel), (None, []))
+        if conversation is None:
+            conversation = Conversation(debtor_id=debtor.id, channel=message.channel, address=message.sender)
+            session.add(conversation)
+        items[index] = _Item(message, debtor, conversation, invoices)
+    session.flush()
+    return items
+
+
+def _run_turns(service: ConversationService, session: Session, items: dict[int, _Item]) -> dict[int, Received]:
+    refresh = getattr(service.engine.flows, "refresh", None)  # bot/flow_store.py: published flows
+    if refresh:
+        for flow_name in {item.conversation.flow_name for item in items.values()}:
+            refresh(session, flow_name)
+    turns = {index: _turn(service, item) for index, item in items.items()}
+    fresh = _insert_inbound(session, [(item.conversation, item.message, turns[index]) for index, item in items.items()])
+    now = service.clock()
+    renderer = TemplateRenderer.from_session(session)
+    received: dict[int, Received] = {}
+    written: list[tuple[int, Turn, list[dict[str, Any]]]] = []
+    for index, item in items.items():
+        conversation = item.conversation
+        if (item.message.channel, item.message.provider_message_id) not in fresh:
+            received[index] = Received((), duplicate=True, conversation_id=conversation.id)
+            continue
+        turn = turns[index]
+        apply_state(conversation, turn, item.message)
+        outputs = Effects(session, conversation, item.debtor, now, service.portal).apply_all(turn.commands)
+        written.append((index, turn, service.reply_rows(renderer, conversation, item.debtor, turn, outputs, now)))
+    message_ids = iter(insert_replies(session, [row for _, _, rows in written for row in rows], queue=True, now=now))
+    for index, turn, rows in written:
+        conversation = items[index].conversation
+        ids = [next(message_ids) for _ in rows]
+        received[index] = Received(outbound_messages(conversation, turn, rows, ids), conversation_id=conversation.id)
+    return received
+
+
+def _turn(service: ConversationService, item: _Item) -> Turn:
+    faq = service.faq_for(item.debtor.creditor.slug)
+    facts = debtor_facts(item.debtor, item.invoices, service.secret_key, faq)
+    return service.engine.handle(state_of(item.conversation), item.message, facts, service.clock)
+
+
+def _insert_inbound(session: Session, inbound: list[tuple[Conversation, InboundMessage, Turn]]) -> set[tuple[str, str]]:
+    """Insert-or-ignore every inbound message in one statement; the (channel, provider id) of those that were new
+    (the others were seen before: a worker that died after their turn committed)."""
+    rows = [inbound_row(conversation, message, turn) for conversation, message, turn in inbound]
+    statement = (
+        postgresql.insert(Message.__table__)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["channel", "provider_message_id"])
+        .returning(Message.channel, Message.provider_message_id)
+    )
+    return {(channel, provider_id) for channel, provider_id in session.execute(statement)}
