@@ -548,7 +548,83 @@ def profile(url: str, redis_url: str, requests: list[tuple[bytes, dict[str, str]
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats(key).print_stats(*restriction, 30)
         print(out.getvalue().replace(str(ROOT) + "/", ""))
+    if queue:
+        profile_drain(app.extensions["cobrabot"])
     app.extensions["cobrabot"].database.dispose()
+
+
+class _OneByOne:
+    """The inbound service with the batch path off: each turn in its own transaction, as before bot/turn_batch."""
+
+    def __init__(self, inbound: object) -> None:
+        self.inbound = inbound
+
+    def handle_batch(self, _messages: object) -> set[int]:
+        return set()
+
+    def handle(self, parsed: object) -> object:
+        return self.inbound.handle(parsed)  # type: ignore[attr-defined]
+
+
+def profile_drain(services: object, batch_size: int = 32) -> None:
+    """Queue mode: the turns the profile queued, drained in this process by one worker on one thread: the first
+    half one by one, the second half in batches (bot/turn_batch.py). For each: turns/s and CPU per turn without
+    a profiler, statements and commits per turn, then Python function calls per turn under cProfile."""
+    from bot.inbox import InboxWorker
+
+    database = services.database  # type: ignore[attr-defined]
+    pending = _inbox_count(database)
+    modes = (("one by one", _OneByOne(services.inbound)), ("batched", services.inbound))  # type: ignore[attr-defined]
+    for index, (label, inbound) in enumerate(modes):
+        worker = InboxWorker(database, inbound, services.clock, batch_size=batch_size)  # type: ignore[arg-type,attr-defined]
+        share = pending // 2 if index == 0 else _inbox_count(database)  # the second mode drains what is left
+        counts = Counter[str]()
+        turns, wall, cpu = _drain_for(worker, share * 3 // 5, counts)
+        profiler = cProfile.Profile()
+        profiler.enable()
+        profiled, _, _ = _drain_for(worker, share - turns)
+        profiler.disable()
+        calls = pstats.Stats(profiler).total_calls  # type: ignore[attr-defined]
+        per_turn = ", ".join(f"{value / turns:.2f} {key}" for key, value in sorted(counts.items()))
+        print(
+            f"drain     {label:<10} {turns} turns in-process, one thread: {turns / wall:,.0f} turns/s, "
+            f"{wall / turns * 1000:.2f} ms wall = {cpu / turns * 1000:.2f} ms CPU per turn; {per_turn}; "
+            f"{calls / max(profiled, 1):,.0f} Python function calls per turn"
+        )
+        if index == len(modes) - 1:
+            out = io.StringIO()
+            pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)
+            print(out.getvalue().replace(str(ROOT) + "/", ""))
+        worker.close()
+
+
+def _inbox_count(database: Database) -> int:
+    with database.engine.connect() as connection:
+        return connection.execute(text("SELECT count(*) FROM inbox")).scalar_one()
+
+
+def _drain_for(worker: object, turns: int, counts: Counter[str] | None = None) -> tuple[int, float, float]:
+    """Run claims until `turns` messages are processed (or the inbox is empty): (turns, wall s, CPU s); with
+    `counts`, the statements and commits it took are added there."""
+    from sqlalchemy import event
+
+    engine = worker.database.engine  # type: ignore[attr-defined]
+    listeners = {
+        "before_cursor_execute": lambda *_a, **_k: counts.update(["statements"]),
+        "commit": lambda *_a: counts.update(["commits"]),
+    } if counts is not None else {}  # fmt: skip
+    for name, listener in listeners.items():
+        event.listen(engine, name, listener)
+    done, wall, cpu = 0, time.perf_counter(), time.process_time()
+    while done < turns:
+        report = worker.run_once()  # type: ignore[attr-defined]
+        if not report.claimed:
+            break
+        done += report.processed
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    for name, listener in listeners.items():
+        event.remove(engine, name, listener)
+    return done, wall, cpu
 
 
 if __name__ == "__main__":

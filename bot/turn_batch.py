@@ -14,10 +14,12 @@ runs those messages one by one, where a bad message fails alone.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import bindparam, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
@@ -37,7 +39,7 @@ from bot.conversations import (
 from bot.domain import InboundMessage, Turn
 from bot.effects import Effects
 from bot.identify import find_sole_debtors
-from bot.models import Conversation, Debtor, Invoice, Message
+from bot.models import Conversation, Debtor, Invoice, UTCDateTime
 from bot.templates import TemplateRenderer
 
 
@@ -157,10 +159,22 @@ def _insert_inbound(session: Session, inbound: list[tuple[Conversation, InboundM
     """Insert-or-ignore every inbound message in one statement; the (channel, provider id) of those that were new
     (the others were seen before: a worker that died after their turn committed)."""
     rows = [inbound_row(conversation, message, turn) for conversation, message, turn in inbound]
-    statement = (
-        postgresql.insert(Message.__table__)
-        .values(rows)
-        .on_conflict_do_nothing(index_elements=["channel", "provider_message_id"])
-        .returning(Message.channel, Message.provider_message_id)
-    )
-    return {(channel, provider_id) for channel, provider_id in session.execute(statement)}
+    columns = {name: [row[name] for row in rows] for name in _UNNESTED}
+    columns["media"] = [json.dumps(media) for media in columns["media"]]
+    return {(channel, provider_id) for channel, provider_id in session.execute(_INSERT_INBOUND, columns)}
+
+
+# The rows as one array per column: one short statement that psycopg and the server parse once, whatever the
+# batch's size (a multi-row VALUES is a new statement text for every size, parsed and planned anew).
+_UNNESTED = {
+    "conversation_id": "integer", "debtor_id": "integer", "channel": "text", "body": "text", "media": "text",
+    "provider_message_id": "text", "created_at": "timestamptz", "intent": "text", "confidence": "float8",
+}  # fmt: skip
+_INSERT_INBOUND = text(
+    "INSERT INTO messages (direction, delivery_status, media, "
+    f"{', '.join(name for name in _UNNESTED if name != 'media')}) "
+    f"SELECT 'in', 'received', CAST(media AS json), {', '.join(name for name in _UNNESTED if name != 'media')} "
+    f"FROM unnest({', '.join(f'CAST(:{name} AS {kind}[])' for name, kind in _UNNESTED.items())}) "
+    f"AS new ({', '.join(_UNNESTED)}) "
+    "ON CONFLICT (channel, provider_message_id) DO NOTHING RETURNING channel, provider_message_id"
+).bindparams(bindparam("created_at", type_=postgresql.ARRAY(UTCDateTime())))

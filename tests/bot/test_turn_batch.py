@@ -127,6 +127,23 @@ def test_unknown_senders_and_media_only_messages_leave_the_batch_for_the_one_by_
     assert received[1].replies and not received[1].duplicate
 
 
+def test_a_batched_message_is_stored_as_received_with_its_intent_and_attachment_links(db, queued, debtors, clock):
+    (debtor,) = debtors(10, 1)
+    sent = InboundMessage(
+        channel="email", sender=debtor.email, text="quiero pagar", provider_message_id="m-0",
+        received_at=clock(), media_urls=("https://files.example.cl/recibo.pdf",),
+    )  # fmt: skip
+
+    assert set(receive_batch(queued.inbound.conversations, [sent])) == {0}
+
+    with db.session() as session:
+        stored = session.scalars(select(Message).where(Message.direction == "in")).one()
+    assert (stored.body, stored.media, stored.provider_message_id, stored.created_at) == (
+        "quiero pagar", ["https://files.example.cl/recibo.pdf"], "m-0", clock()
+    )  # fmt: skip
+    assert stored.intent and stored.confidence is not None and stored.delivery_status == "received"
+
+
 def test_one_conversation_takes_one_message_of_a_batch_the_earliest(db, queued, debtors):
     """Two spellings of one address are two inbox senders but one conversation: only the first is batched."""
     (debtor,) = debtors(10, 1)
