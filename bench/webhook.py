@@ -592,9 +592,10 @@ def profile_drain(services: object, batch_size: int = 32) -> None:
             f"{calls / max(profiled, 1):,.0f} Python function calls per turn"
         )
         if index == len(modes) - 1:
-            out = io.StringIO()
-            pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)
-            print(out.getvalue().replace(str(ROOT) + "/", ""))
+            for key, restriction in (("tottime", ()), ("cumulative", (r"/(bot|channels)/",))):
+                out = io.StringIO()
+                pstats.Stats(profiler, stream=out).sort_stats(key).print_stats(*restriction, 25)
+                print(out.getvalue().replace(str(ROOT) + "/", ""))
         worker.close()
 
 

@@ -17,6 +17,7 @@ import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, text
@@ -30,7 +31,6 @@ from bot.conversations import (
     apply_state,
     debtor_facts,
     inbound_row,
-    insert_replies,
     lock_key,
     open_conversations_and_invoices,
     outbound_messages,
@@ -141,7 +141,7 @@ def _run_turns(service: ConversationService, session: Session, items: dict[int, 
         apply_state(conversation, turn, item.message)
         outputs = Effects(session, conversation, item.debtor, now, service.portal).apply_all(turn.commands)
         written.append((index, turn, service.reply_rows(renderer, conversation, item.debtor, turn, outputs, now)))
-    message_ids = iter(insert_replies(session, [row for _, _, rows in written for row in rows], queue=True, now=now))
+    message_ids = iter(_insert_replies(session, [row for _, _, rows in written for row in rows], now))
     for index, turn, rows in written:
         conversation = items[index].conversation
         ids = [next(message_ids) for _ in rows]
@@ -178,3 +178,32 @@ _INSERT_INBOUND = text(
     f"AS new ({', '.join(_UNNESTED)}) "
     "ON CONFLICT (channel, provider_message_id) DO NOTHING RETURNING channel, provider_message_id"
 ).bindparams(bindparam("created_at", type_=postgresql.ARRAY(UTCDateTime())))
+
+
+def _insert_replies(session: Session, rows: list[dict[str, Any]], now: datetime) -> list[int]:
+    """Every reply of the batch and its outbox row in one statement; the message ids in the rows' order (the ids
+    are drawn from the sequence in the statement itself, so no second round trip is needed to link the two)."""
+    if not rows:
+        return []
+    columns = {name: [row[name] for row in rows] for name in _REPLY_COLUMNS}
+    return list(session.scalars(_INSERT_REPLIES, columns | {"now": now}))
+
+
+_REPLY_COLUMNS = {
+    "conversation_id": "integer", "debtor_id": "integer", "channel": "text", "body": "text", "template_key": "text",
+    "knowledge_source": "text",
+}  # fmt: skip
+_INSERT_REPLIES = text(f"""
+WITH replies AS MATERIALIZED (
+    SELECT nextval((SELECT CAST(pg_get_serial_sequence('messages', 'id') AS regclass))) AS id, r.*
+    FROM unnest({", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _REPLY_COLUMNS.items())})
+         WITH ORDINALITY AS r({", ".join(_REPLY_COLUMNS)}, n)
+), stored AS (
+    INSERT INTO messages (id, direction, media, delivery_status, created_at, {", ".join(_REPLY_COLUMNS)})
+    SELECT id, 'out', CAST('[]' AS json), 'queued', :now, {", ".join(_REPLY_COLUMNS)} FROM replies
+), queued AS (
+    INSERT INTO outbox (message_id, channel, initiated_by, status, attempts, next_attempt_at, created_at)
+    SELECT id, channel, 'reply', 'pending', 0, :now, :now FROM replies
+)
+SELECT id FROM replies ORDER BY n
+""").bindparams(bindparam("now", type_=UTCDateTime()))

@@ -12,7 +12,7 @@ from sqlalchemy import event, select
 
 from bot.domain import InboundMessage, Parsed, utcnow
 from bot.inbox import InboxWorker, as_inbound_message
-from bot.models import Conversation, Debtor, InboxItem, Message
+from bot.models import Conversation, Debtor, InboxItem, Message, Outbox
 from bot.services import Services
 from bot.turn_batch import receive_batch
 from tests.faults.helpers import count, message_sid, post_sms, sms_form, twilio_app, twilio_services
@@ -142,6 +142,33 @@ def test_a_batched_message_is_stored_as_received_with_its_intent_and_attachment_
         "quiero pagar", ["https://files.example.cl/recibo.pdf"], "m-0", clock()
     )  # fmt: skip
     assert stored.intent and stored.confidence is not None and stored.delivery_status == "received"
+
+
+def test_each_reply_is_stored_under_the_id_it_is_sent_with_and_queued_on_the_turns_clock(db, queued, debtors, clock):
+    group = debtors(10, 3)
+    messages = [
+        _email(debtor.email, body, f"m-{n}") for n, (debtor, body) in enumerate(zip(group, BODIES, strict=False))
+    ]
+
+    received = receive_batch(queued.inbound.conversations, messages)
+
+    replies = [reply for index in sorted(received) for reply in received[index].replies]
+    assert len(replies) >= 3
+    with db.session() as session:
+        stored = {message.id: message for message in session.scalars(select(Message).where(Message.direction == "out"))}
+        queued_rows = {row.message_id: row for row in session.scalars(select(Outbox))}
+    for reply in replies:
+        message = stored[reply.message_id]
+        assert (message.body, message.template_key, message.channel) == (reply.text, reply.template_key, "email")
+        assert (message.delivery_status, message.media, message.created_at) == ("queued", [], clock())
+        row = queued_rows[reply.message_id]
+        assert (row.initiated_by, row.status, row.next_attempt_at, row.channel) == (
+            "reply",
+            "pending",
+            clock(),
+            "email",
+        )
+    assert len(queued_rows) == len(stored) == len(replies)
 
 
 def test_one_conversation_takes_one_message_of_a_batch_the_earliest(db, queued, debtors):
