@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -189,7 +189,7 @@ class WebhookRequest:
 
     url: str
     method: str
-    headers: dict[str, str]
+    headers: Mapping[str, str]  # names in any case; the web edge passes its request's (read-only) headers
     body: bytes
     form: dict[str, str] = field(default_factory=dict)
 

@@ -13,7 +13,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -106,7 +106,7 @@ class TelegramChannel:
     def _new_bot(self) -> Bot:
         return Bot(self._token, base_url=self._base_url)
 
-    def _verify(self, headers: dict[str, str]) -> None:
+    def _verify(self, headers: Mapping[str, str]) -> None:
         given = next((value for key, value in headers.items() if key.lower() == SECRET_HEADER.lower()), "")
         if not hmac.compare_digest(given.encode(), self._secret):
             raise InvalidSignature(f"missing or wrong {SECRET_HEADER}")

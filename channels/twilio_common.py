@@ -10,13 +10,15 @@ import json
 import logging
 import re
 from collections.abc import Iterator, Mapping
+from functools import lru_cache
 from typing import Any
+from urllib.parse import urlparse
 
 import requests
 from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
-from twilio.request_validator import RequestValidator
+from twilio.request_validator import RequestValidator, add_port, compare, remove_port
 from twilio.rest import Client
 from twilio.rest.api.v2010.account.message import MessageInstance
 
@@ -42,6 +44,7 @@ logger = logging.getLogger(__name__)
 STATUS_PATH = "/webhooks/twilio/status"
 WHATSAPP_PREFIX = "whatsapp:"
 SIGNATURE_HEADER = "x-twilio-signature"
+SIGNATURE_HEADER_TITLED = "X-Twilio-Signature"  # how the web edge (werkzeug) spells it
 # Twilio refuses a Body over 1600 characters on every channel (errors 21617/21658), WhatsApp included.
 BODY_LIMIT = 1600
 DEFAULT_TIMEOUT = 10.0
@@ -120,12 +123,36 @@ def parse_status(request: WebhookRequest, auth_token: str) -> Parsed:
 
 def verify_signature(request: WebhookRequest, auth_token: str) -> None:
     """Twilio signs COBRABOT_PUBLIC_URL + path plus the sorted form fields with the auth token."""
-    signature = next((value for key, value in request.headers.items() if key.lower() == SIGNATURE_HEADER), "")
+    signature = _signature_header(request.headers)
     # An empty token would make every forged signature computable, so it verifies nothing.
     if not (auth_token and signature):
         raise InvalidSignature("missing X-Twilio-Signature")
-    if not RequestValidator(auth_token).validate(request.url, request.form, signature):
+    if not _signed(RequestValidator(auth_token), request.url, request.form, signature):
         raise InvalidSignature("X-Twilio-Signature does not match")
+
+
+def _signature_header(headers: Mapping[str, str]) -> str:
+    if signature := headers.get(SIGNATURE_HEADER_TITLED):
+        return signature
+    return next((value for key, value in headers.items() if key.lower() == SIGNATURE_HEADER), "")
+
+
+def _signed(validator: RequestValidator, url: str, form: Mapping[str, str], signature: str) -> bool:
+    """RequestValidator.validate, computing one HMAC instead of two for a genuine request. `validate` accepts a
+    signature for the URL without or with its port (form params, so no body hash); Twilio signs the URL as
+    configured, which is one of those two, so that one is tried first with the SDK's own functions. Anything
+    else gets the full `validate`: the SDK accepts and refuses exactly what it always did."""
+    if url in _sdk_urls(url) and compare(validator.compute_signature(url, form), signature):
+        return True
+    return bool(validator.validate(url, form, signature))
+
+
+@lru_cache(maxsize=64)
+def _sdk_urls(url: str) -> tuple[str, str]:
+    """The two URLs `validate` signs for `url`. Webhook URLs are few, so parsing is cached; URLs varied by a
+    caller (the query) only evict entries."""
+    parsed = urlparse(url)
+    return remove_port(parsed), add_port(parsed)
 
 
 def delivery_status(form: Mapping[str, str], channel: str) -> DeliveryStatus:

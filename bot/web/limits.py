@@ -17,9 +17,13 @@ from bot.config import Settings
 from bot.web.errors import json_error
 
 LOGIN_ENDPOINT = "admin.auth.login"
+# The only blueprints whose requests the limiter sees: the API and the console's sign-in pages.
+LIMITED_BLUEPRINTS = ("api", LOGIN_ENDPOINT.rpartition(".")[0])
+_HOOK_TABLES = ("before_request_funcs", "after_request_funcs", "teardown_request_funcs")
 
 
 def install_limits(app: Flask, settings: Settings) -> Limiter:
+    app_wide = {table: list(getattr(app, table).get(None, [])) for table in _HOOK_TABLES}
     limiter = Limiter(
         get_remote_address,
         app=app,
@@ -30,9 +34,9 @@ def install_limits(app: Flask, settings: Settings) -> Limiter:
         swallow_errors=True,
         in_memory_fallback_enabled=True,
     )
-    # Only the API and sign-in are limited; every other request (webhooks above all) skips the limiter's
-    # per-request bookkeeping, which cost more CPU than accepting a queued webhook.
-    limiter.request_filter(lambda: request.blueprint != "api" and request.endpoint != LOGIN_ENDPOINT)
+    # Only the API and sign-in are limited: every other request (webhooks above all) skips the limiter's
+    # per-request hooks altogether, which cost more CPU than accepting a queued webhook.
+    _scope_hooks(app, app_wide, LIMITED_BLUEPRINTS)
     limiter.limit(settings.api_rate_limit, key_func=_api_token_key)(app.blueprints["api"])
     login = app.view_functions[LOGIN_ENDPOINT]
     login = limiter.limit(settings.login_rate_limit, methods=["POST"], key_func=get_remote_address)(login)
@@ -40,6 +44,17 @@ def install_limits(app: Flask, settings: Settings) -> Limiter:
     app.view_functions[LOGIN_ENDPOINT] = login
     app.register_error_handler(RateLimitExceeded, _too_many)
     return limiter
+
+
+def _scope_hooks(app: Flask, app_wide: dict[str, list[object]], blueprints: tuple[str, ...]) -> None:
+    """Move the hooks the limiter added app-wide (those not in `app_wide`) onto `blueprints` only. Before-request
+    hooks go first there, as they ran app-wide: a request is counted before the API refuses a wrong token."""
+    for table in _HOOK_TABLES:
+        hooks = getattr(app, table)
+        added = [hook for hook in hooks.get(None, []) if hook not in app_wide[table]]
+        hooks[None] = app_wide[table]
+        for blueprint in blueprints:
+            hooks[blueprint] = added + hooks.get(blueprint, [])
 
 
 def _digest(value: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
@@ -78,6 +79,10 @@ def install_request_metrics(app: Flask, svc: Services) -> None:
     )
     latency = Histogram("cobrabot_http_request_seconds", "HTTP request latency", ["endpoint"], registry=svc.metrics)
 
+    # labels() validates and locks on every call; each label set's child is looked up once, then kept here.
+    counters: dict[tuple[str, ...], Any] = {}
+    timers: dict[tuple[str, ...], Any] = {}
+
     @app.before_request
     def _start_timer() -> None:
         g.cobrabot_started = time.perf_counter()
@@ -85,8 +90,16 @@ def install_request_metrics(app: Flask, svc: Services) -> None:
     @app.after_request
     def _observe(response: Response) -> Response:
         endpoint = request.endpoint or "unmatched"
-        requests_total.labels(endpoint, request.method, str(response.status_code)).inc()
+        _child(counters, requests_total, endpoint, request.method, str(response.status_code)).inc()
         started = g.get("cobrabot_started")
         if started is not None:
-            latency.labels(endpoint).observe(time.perf_counter() - started)
+            _child(timers, latency, endpoint).observe(time.perf_counter() - started)
         return response
+
+
+def _child(children: dict[tuple[str, ...], Any], metric: Counter | Histogram, *labels: str) -> Any:
+    """metric.labels(*labels), cached: the registry keeps every child for good anyway, so this holds no more."""
+    child = children.get(labels)
+    if child is None:
+        child = children[labels] = metric.labels(*labels)
+    return child

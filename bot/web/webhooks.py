@@ -22,13 +22,14 @@ def services() -> Services:
     return current_app.extensions["cobrabot"]
 
 
-def _webhook_request() -> WebhookRequest:
+def _webhook_request(svc: Services) -> WebhookRequest:
     # Twilio signs the URL it was configured with: the public URL, not whatever host the proxy forwarded.
-    url = services().settings.public_url + request.full_path.rstrip("?")
+    url = svc.settings.public_url + request.full_path.rstrip("?")
     return WebhookRequest(
         url=url,
         method=request.method,
-        headers={key: value for key, value in request.headers.items()},
+        # The request's own header view, not a copy: adapters look up one or two of them.
+        headers=request.headers,
         body=request.get_data(cache=True),
         form=request.form.to_dict() if request.mimetype == "application/x-www-form-urlencoded" else {},
     )
@@ -38,7 +39,7 @@ def _receive(channel_name: str, ok: Response | Callable[[Parsed], Response]) -> 
     svc = services()
     try:
         channel = svc.registry.get(channel_name)
-        parsed = channel.parse(_webhook_request())
+        parsed = channel.parse(_webhook_request(svc))
     except UnknownChannel:
         return json_error(404, "channel_disabled", f"the {channel_name} channel is not configured")
     except InvalidSignature:
@@ -49,11 +50,10 @@ def _receive(channel_name: str, ok: Response | Callable[[Parsed], Response]) -> 
     if any(len(message.provider_message_id or "") > MAX_PROVIDER_ID_LENGTH for message in parsed.messages):
         # Longer than a whole header line: no provider sends that, and it could not be stored to deduplicate.
         return json_error(400, "bad_payload", f"message id longer than {MAX_PROVIDER_ID_LENGTH} characters")
-    return _handled(parsed, ok)
+    return _handled(svc, parsed, ok)
 
 
-def _handled(parsed: Parsed, ok: Response | Callable[[Parsed], Response]) -> Response:
-    svc = services()
+def _handled(svc: Services, parsed: Parsed, ok: Response | Callable[[Parsed], Response]) -> Response:
     # Either way the provider hears 200 only once its message is committed: as a finished turn, or in the inbox.
     svc.inbound.handle(svc.inbox.accept(parsed) if svc.settings.inbound_queue else parsed)
     return ok(parsed) if callable(ok) and not isinstance(ok, Response) else ok

@@ -136,6 +136,53 @@ def test_an_empty_auth_token_verifies_nothing(data_dir: Path) -> None:
         verify_signature(WebhookRequest(STATUS_URL, "POST", {"X-Twilio-Signature": signature}, b"", form), "")
 
 
+PORTED_URL = "https://cobrabot.example:8443/webhooks/twilio/status"
+URL_SHAPES = [
+    STATUS_URL,
+    PORTED_URL,
+    "https://cobrabot.example:443/webhooks/twilio/status",
+    "https://cobrabot.example:9443/webhooks/twilio/status",
+    STATUS_URL + "?channel=sms",
+    STATUS_URL + "?",  # not what urlparse gives back: verified by the SDK's `validate` alone
+    "http://cobrabot.example/webhooks/twilio/status",
+    "http://cobrabot.example:80/webhooks/twilio/status",
+]
+
+
+@pytest.mark.parametrize(
+    "signed_url", [PORTED_URL, STATUS_URL], ids=["signed with the port", "signed without the port"]
+)
+def test_a_url_with_an_explicit_port_verifies_signed_either_way(data_dir: Path, signed_url: str) -> None:
+    # Twilio is inconsistent about the port in what it signs; the SDK accepts both, and so do we.
+    verify_signature(
+        signed(payload(data_dir, "status_sms_delivered.json"), PORTED_URL, signed_url=signed_url), AUTH_TOKEN
+    )
+
+
+@pytest.mark.parametrize("url", URL_SHAPES)
+@pytest.mark.parametrize("signed_url", URL_SHAPES)
+def test_exactly_what_the_sdk_validates_verifies(data_dir: Path, url: str, signed_url: str) -> None:
+    request = signed(payload(data_dir, "status_sms_delivered.json"), url, signed_url=signed_url)
+    sdk = RequestValidator(AUTH_TOKEN).validate(url, request.form, request.headers["X-Twilio-Signature"])
+    try:
+        verify_signature(request, AUTH_TOKEN)
+    except InvalidSignature:
+        assert not sdk
+    else:
+        assert sdk
+
+
+def test_a_genuine_request_costs_one_hmac(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    request = signed(payload(data_dir, "status_sms_delivered.json"))
+    computed: list[str] = []
+    original = RequestValidator.compute_signature
+    monkeypatch.setattr(
+        RequestValidator, "compute_signature", lambda self, uri, *a: computed.append(uri) or original(self, uri, *a)
+    )
+    verify_signature(request, AUTH_TOKEN)
+    assert computed == [STATUS_URL]
+
+
 # --- the shared status route ----------------------------------------------------------------------------------
 
 

@@ -12,6 +12,8 @@ from bot.services import Services, bootstrap
 from tests.admin import csrf_token
 from tests.conftest import TEST_API_TOKEN, TEST_PUBLIC_URL, TEST_SECRET, FixedClock
 
+HOOK_TABLES = ("before_request_funcs", "after_request_funcs", "teardown_request_funcs")
+
 
 def limited_app(services: Services, db, clock: FixedClock, **limits: str) -> Flask:
     settings = load_settings(
@@ -89,3 +91,16 @@ def test_limits_are_shared_through_redis_when_configured(services, db, clock, ap
     assert any(redis_client.scan_iter("*cobrabot:limits*"))
     for key in redis_client.scan_iter("*cobrabot:limits*"):
         redis_client.delete(key)
+
+
+def test_the_limiter_runs_for_the_api_and_sign_in_only(services, db, clock, api_headers):
+    app = limited_app(services, db, clock, api_rate_limit="5/minute", login_rate_limit="5/minute")
+    (limiter,) = app.extensions["limiter"]
+    app_wide = [hook for table in HOOK_TABLES for hook in getattr(app, table).get(None, [])]
+    # Webhooks skip its hooks altogether (they cost more than accepting a queued webhook), not just its limits.
+    assert not [hook for hook in app_wide if limiter in (getattr(hook, "__self__", None), *getattr(hook, "args", ()))]
+    client = app.test_client()
+    assert client.get("/api/v1/cases", headers=api_headers).headers["X-RateLimit-Remaining"] == "4"
+    form = {"email": "ana@cobrabot.example", "password": "wrong", "csrf_token": csrf_token(client)}
+    assert client.post("/admin/login", data=form).headers["X-RateLimit-Limit"] == "5"
+    assert "X-RateLimit-Limit" not in client.post("/webhooks/twilio/sms", data={}).headers

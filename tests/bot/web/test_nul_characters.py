@@ -6,10 +6,15 @@ PostgreSQL text cannot hold NUL, so before this guard a signed Twilio status cal
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
+from werkzeug.test import EnvironBuilder
+from werkzeug.wrappers import Request
 
+from bot.web import nul_guard
+from bot.web.nul_guard import first_nul
 from tests.faults.helpers import (
     row_counts,
     sms_form,
@@ -74,3 +79,54 @@ def test_text_without_nul_still_goes_through(client, db):
     response = signed_twilio(client, "/webhooks/twilio/sms", sms_form(DEBTOR_PHONE, "hola", "SM" + "3" * 32))
     assert response.status_code == 200
     assert row_counts(db)["messages"] >= 1
+
+
+def parsed_request(path: str = "/webhooks/x", **builder: object) -> Request:
+    return Request(EnvironBuilder(path=path, method="POST", **builder).get_environ())  # type: ignore[arg-type]
+
+
+JSON = {"content_type": "application/json"}
+MULTIPART = "multipart/form-data"
+RFC2231_NAME = b"--b\r\nContent-Disposition: form-data; name*=UTF-8''n%00te\r\n\r\nhi\r\n--b--\r\n"
+FORM = "application/x-www-form-urlencoded"
+SPOTTED = {
+    "raw in a form value": (parsed_request(data={"Body": "a\x00b"}), "form"),
+    "percent-encoded in a form": (parsed_request(data=b"Body=a%00b", content_type=FORM), "form"),
+    "in a form key": (parsed_request(data=b"B%00dy=a", content_type=FORM), "form"),
+    "json escape": (parsed_request(data=b'{"text": "a\\u0000b"}', **JSON), "json"),
+    "json key": (parsed_request(data=b'{"a\\u0000": 1}', **JSON), "json"),
+    "utf-16 json": (parsed_request(data='{"text": "a\\u0000b"}'.encode("utf-16"), **JSON), "json"),
+    "query": (parsed_request(query_string="x=%00"), "query"),
+    "raw query": (parsed_request(query_string="x=\x00"), "query"),
+    "path": (parsed_request(path="/l/a\x00b"), "path"),
+    "text body": (parsed_request(data=b"a\x00b", content_type="text/plain"), "body"),
+    "multipart field": (parsed_request(data={"note": "a\x00b"}, content_type="multipart/form-data"), "form"),
+    "multipart field name": (parsed_request(data=RFC2231_NAME, content_type=f"{MULTIPART}; boundary=b"), "form"),
+}
+
+
+@pytest.mark.parametrize(("incoming", "where"), SPOTTED.values(), ids=SPOTTED.keys())
+def test_every_way_of_writing_nul_is_spotted(incoming, where):
+    assert first_nul(incoming) == where
+
+
+NOT_NUL = {
+    "escaped percent": parsed_request(data=b"Body=%2500", content_type=FORM),
+    "escaped json backslash": parsed_request(data=b'{"text": "\\\\u0000"}', **JSON),
+    "uploaded file": parsed_request(data={"statement": (io.BytesIO(b"a\x00b"), "s.bin")}),
+    "clean form": parsed_request(data={"Body": "hola", "From": "+56961234567"}),
+}
+
+
+@pytest.mark.parametrize("incoming", NOT_NUL.values(), ids=NOT_NUL.keys())
+def test_what_only_looks_like_nul_passes(incoming):
+    assert first_nul(incoming) is None
+
+
+def test_a_body_without_any_nul_marker_is_not_walked_and_its_form_still_parses(monkeypatch):
+    # The fast path: a few byte searches, no field-by-field walk; the body it read stays readable as a form.
+    monkeypatch.setattr(nul_guard, "_where_nul", lambda incoming: pytest.fail("walked a clean request"))
+    incoming = parsed_request(data={"Body": "hola", "From": "+56961234567"})
+    assert first_nul(incoming) is None
+    assert incoming.form.to_dict() == {"Body": "hola", "From": "+56961234567"}
+    assert incoming.get_data() == b"Body=hola&From=%2B56961234567"

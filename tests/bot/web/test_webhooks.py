@@ -15,6 +15,7 @@ from bot.app import create_app
 from bot.config import load_settings
 from bot.models import Message, Outbox
 from bot.services import bootstrap
+from bot.web import webhooks
 from channels import build_registry
 from tests.conftest import TEST_PUBLIC_URL, TEST_SECRET
 
@@ -183,3 +184,15 @@ def test_webhooks_get_a_null_session_and_the_console_a_real_one(twilio):
     with app.test_request_context("/admin/login"):
         assert not isinstance(app.session_interface.open_session(app, request), NullSession)
     assert "session=" in app.test_client().get("/admin/login").headers.get("Set-Cookie", "")
+
+
+def test_the_adapter_gets_the_requests_own_headers_its_body_and_its_form(twilio):
+    services, app = twilio
+    headers = {"X-Twilio-Signature": "c2ln"}
+    with app.test_request_context("/webhooks/twilio/sms?x=1", method="POST", data={"Body": "hola"}, headers=headers):
+        app.preprocess_request()  # the NUL guard reads the body before the view does
+        built = webhooks._webhook_request(services)
+    # A read-only view of the request's headers (no copy per webhook), looked up in any case.
+    assert built.headers.get("x-twilio-signature") == built.headers["X-Twilio-Signature"] == "c2ln"
+    assert built.form == {"Body": "hola"} and built.body == b"Body=hola"
+    assert built.url == TEST_PUBLIC_URL + "/webhooks/twilio/sms?x=1"
