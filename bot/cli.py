@@ -168,8 +168,20 @@ def worker(concurrency: int, queue: str | None) -> None:
 
 
 @main.command("inbox-worker")
-@click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64), help="Turns run side by side.")
-@click.option("--batch", default=32, show_default=True, type=click.IntRange(1, 10_000), help="Senders per claim.")
+@click.option(
+    "--threads",
+    default=4,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Turns run side by side where a claim is not one transaction (SQLite, and a batch's fallbacks).",
+)
+@click.option(
+    "--batch",
+    default=32,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="Senders per claim (on PostgreSQL one transaction).",
+)
 @click.option("--once", is_flag=True, help="Drain what is waiting now, then exit.")
 def inbox_worker(threads: int, batch: int, once: bool) -> None:
     """Run the conversations of messages the webhooks queued (COBRABOT_INBOUND_QUEUE=true).
