@@ -78,6 +78,9 @@ def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("SELECT 1")
         cursor.close()
+        # The ping opened a transaction; end it, so the connection is handed out idle as always (a caller that
+        # switches it to autocommit, the inbox's accept, cannot do that inside a transaction).
+        dbapi_connection.rollback()
     except Exception as exc:
         # The pool discards this connection and checks out another (SQLAlchemy's pessimistic-disconnect recipe).
         raise DisconnectionError(f"idle pooled connection is dead: {type(exc).__name__}") from exc

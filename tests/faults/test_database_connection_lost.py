@@ -119,3 +119,18 @@ def test_a_queued_webhook_after_the_connections_are_killed_is_accepted(postgres,
     assert any("retrying on a fresh one" in record.message for record in caplog.records)
     assert post_sms(app, sms_form(debtor.phone, "hola", message_sid(3))).status_code == 200  # the pool is sound
     assert count(postgres, InboxItem) == 3
+
+
+def test_a_queued_webhook_on_a_connection_idle_past_the_ping_threshold_is_accepted(
+    postgres, clock, standin, make_debtor, monkeypatch
+):
+    """The checkout's idle ping must leave the connection out of any transaction: the accept then switches it to
+    autocommit, which psycopg refuses inside one (seen as 500s after a quiet spell under load)."""
+    app = twilio_app(twilio_services(postgres, clock, standin.url, inbound_queue=True))
+    debtor = make_debtor()
+    assert post_sms(app, sms_form(debtor.phone, "hola", message_sid(1))).status_code == 200
+    monkeypatch.setattr(store, "IDLE_PING_SECONDS", 0.0)  # every checkout now pings first
+
+    assert post_sms(app, sms_form(debtor.phone, "hola", message_sid(2))).status_code == 200
+    assert post_sms(app, sms_form(debtor.phone, "hola", message_sid(3))).status_code == 200
+    assert count(postgres, InboxItem) == 3
