@@ -1,4 +1,4 @@
-"""Many senders' next messages as one transaction: the inbox workers' fast path.
+"""Many senders' next messages as one transaction: the inbox workers' fast path (PostgreSQL only).
 
 Each message gets the same turn as ConversationService.receive would give it, but the reads (debtors,
 conversations with their open invoices) and the writes (inbound messages, replies, outbox rows) are one statement
@@ -122,31 +122,40 @@ def _with_conversations(session: Session, senders: dict[int, tuple[InboundMessag
 
 
 def _run_turns(service: ConversationService, session: Session, items: dict[int, _Item]) -> dict[int, Received]:
-    refresh = getattr(service.engine.flows, "refresh", None)  # bot/flow_store.py: published flows
-    if refresh:
-        for flow_name in {item.conversation.flow_name for item in items.values()}:
-            refresh(session, flow_name)
+    _refresh_flows(service, session, {item.conversation.flow_name for item in items.values()})
     turns = {index: _turn(service, item) for index, item in items.items()}
     fresh = _insert_inbound(session, [(item.conversation, item.message, turns[index]) for index, item in items.items()])
+    received = {
+        index: Received((), duplicate=True, conversation_id=item.conversation.id)
+        for index, item in items.items()
+        if (item.message.channel, item.message.provider_message_id) not in fresh
+    }
     now = service.clock()
     renderer = TemplateRenderer.from_session(session)
-    received: dict[int, Received] = {}
-    written: list[tuple[int, Turn, list[dict[str, Any]]]] = []
+    written: dict[int, list[dict[str, Any]]] = {}
     for index, item in items.items():
-        conversation = item.conversation
-        if (item.message.channel, item.message.provider_message_id) not in fresh:
-            received[index] = Received((), duplicate=True, conversation_id=conversation.id)
-            continue
-        turn = turns[index]
-        apply_state(conversation, turn, item.message)
-        outputs = Effects(session, conversation, item.debtor, now, service.portal).apply_all(turn.commands)
-        written.append((index, turn, service.reply_rows(renderer, conversation, item.debtor, turn, outputs, now)))
-    message_ids = iter(_insert_replies(session, [row for _, _, rows in written for row in rows], now))
-    for index, turn, rows in written:
-        conversation = items[index].conversation
-        ids = [next(message_ids) for _ in rows]
-        received[index] = Received(outbound_messages(conversation, turn, rows, ids), conversation_id=conversation.id)
+        if index not in received:
+            outputs = _apply(service, session, item, turns[index], now)
+            written[index] = service.reply_rows(renderer, item.conversation, item.debtor, turns[index], outputs, now)
+    message_ids = iter(_insert_replies(session, [row for rows in written.values() for row in rows], now))
+    for index, rows in written.items():
+        replies = outbound_messages(items[index].conversation, turns[index], rows, [next(message_ids) for _ in rows])
+        received[index] = Received(replies, conversation_id=items[index].conversation.id)
     return received
+
+
+def _refresh_flows(service: ConversationService, session: Session, flow_names: set[str]) -> None:
+    refresh = getattr(service.engine.flows, "refresh", None)  # bot/flow_store.py: published flows
+    if refresh:
+        for flow_name in flow_names:
+            refresh(session, flow_name)
+
+
+def _apply(service: ConversationService, session: Session, item: _Item, turn: Turn, now: datetime) -> dict[str, Any]:
+    """The turn's new state and domain changes, in the batch's session; returns the values its replies quote."""
+    apply_state(item.conversation, turn, item.message)
+    effects = Effects(session, item.conversation, item.debtor, now, service.portal)
+    return effects.apply_all(turn.commands)
 
 
 def _turn(service: ConversationService, item: _Item) -> Turn:
