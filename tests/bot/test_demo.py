@@ -30,8 +30,10 @@ def first_contact_day(start: date) -> date:
 def test_the_demo_s_reminders_go_out_on_their_own_into_the_portal_chat(tmp_path: Path):
     settings = load_settings(database_url=f"sqlite:///{tmp_path / 'demo.db'}", secret_key=TEST_SECRET)
     prepare_demo(settings)
-    # 15:00 UTC is midday in Santiago (inside hours) and 07:00 in Los Angeles (before 08:00: deferred).
-    clock = FixedClock(datetime.combine(first_contact_day(datetime.now(UTC).date()), time(15), UTC))
+    # 14:30 UTC is 10:30 or 11:30 in Santiago (inside hours, past the reminders' 10:00) and 06:30 or 07:30 in Los
+    # Angeles (before 08:00: deferred), whichever side of daylight saving time today falls on (15:00 UTC was 08:00
+    # in Los Angeles from March to November, so the test failed there).
+    clock = FixedClock(datetime.combine(first_contact_day(datetime.now(UTC).date()), time(14, 30), UTC))
     database = Database(settings.database_url)
     services = bootstrap(settings, database=database, clock=clock, registry=build_registry(settings))
     try:
