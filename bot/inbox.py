@@ -188,6 +188,8 @@ class InboxWorker:
     # transaction short (a turn with the LLM on may take seconds) at the price of one cheap claim query more.
     batch_size: int = 32
     threads: int = 1
+    # A claim's turns as one transaction (bot/turn_batch.py, PostgreSQL), or each in its own on `threads`.
+    batched: bool = True
     max_attempts: int = MAX_ATTEMPTS
     _pool: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
     _local_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -230,7 +232,7 @@ class InboxWorker:
     def _process(self, items: Sequence[Row[Any]]) -> list[BaseException | None]:
         messages = [as_inbound_message(item) for item in items]
         try:
-            in_batch = self.inbound.handle_batch(messages) if len(messages) > 1 else set()
+            in_batch = self.inbound.handle_batch(messages) if self.batched and len(messages) > 1 else set()
         except Exception as exc:  # rolled back whole: its messages run one by one, where a bad one fails alone
             logger.warning("inbox batch of %d failed (%s); running it one by one", len(messages), type(exc).__name__)
             in_batch = set()

@@ -44,8 +44,15 @@ class Services:
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def inbox_worker(self, *, batch_size: int = 32, threads: int = 1) -> InboxWorker:
-        """A worker draining the inbound queue (COBRABOT_INBOUND_QUEUE) through the same InboundService."""
-        return InboxWorker(self.database, self.inbound, self.clock, batch_size=batch_size, threads=threads)
+        """A worker draining the inbound queue (COBRABOT_INBOUND_QUEUE) through the same InboundService.
+
+        With an LLM configured a turn can wait seconds on the model: 32 of them in one transaction would hold their
+        conversation locks (and the Redis lease) for minutes, so each turn commits alone and the threads overlap
+        the model calls instead."""
+        batched = not self.settings.llm_enabled
+        return InboxWorker(
+            self.database, self.inbound, self.clock, batch_size=batch_size, threads=threads, batched=batched
+        )
 
     @property
     def portal_link_lifetime(self) -> timedelta:

@@ -74,6 +74,19 @@ def test_a_batch_of_senders_is_one_transaction(db, queued, debtors):
     assert count(db, Message, Message.direction == "in") == 5
 
 
+def test_with_an_llm_configured_each_queued_turn_commits_alone(db, queued, clock, standin, debtors):
+    """Model calls take seconds: a batch's transaction would hold its conversations' locks through all of them."""
+    with_llm = twilio_services(db, clock, standin.url, inbound_queue=True, openai_api_key="sk-test-never-used")
+    assert with_llm.settings.llm_enabled and not with_llm.inbox_worker().batched
+    assert queued.inbox_worker().batched
+    _post_all(twilio_app(queued), debtors(10, 3), ["hola"], first_sid=0)
+
+    with _commits(db) as commits:
+        assert InboxWorker(db, queued.inbound, clock, batch_size=8, batched=False).run_once().processed == 3
+
+    assert len(commits) == 4  # one per turn, then the claim's
+
+
 def test_a_failing_turn_rolls_the_batch_back_and_fails_alone(db, queued, debtors, monkeypatch):
     group = debtors(10, 3)
     _post_all(twilio_app(queued), group, ["hola"], first_sid=0)
