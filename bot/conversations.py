@@ -104,21 +104,43 @@ class ConversationService:
         conversation, invoices = self._conversation(session, debtor, message, verified)
         if not message.text.strip():
             return self._media_only(uow, conversation, debtor, message)
-        facts = debtor_facts(debtor, invoices, self.secret_key, self.faq_for(debtor.creditor.slug))
         # The turn is computed before the dedupe insert so the intent goes into that one INSERT; a duplicate's
         # turn is thrown away with the rolled-back transaction (the engine itself writes nothing).
-        if refresh := getattr(self.engine.flows, "refresh", None):  # bot/flow_store.py: published flows
-            refresh(session, conversation.flow_name)
-        turn = self.engine.handle(state_of(conversation), message, facts, self.clock)
+        turn = self.turn(session, conversation, debtor, invoices, message)
         if _insert_inbound(session, conversation, message, turn) is None:
             logger.info("duplicate inbound channel=%s conversation=%s", message.channel, conversation.id)
             return Received((), duplicate=True, conversation_id=conversation.id)
-        apply_state(conversation, turn, message)
-        effects = Effects(session, conversation, debtor, self.clock(), self.portal)
-        outputs = effects.apply_all(turn.commands)
+        outputs = self.apply_turn(session, conversation, debtor, message, turn, self.clock())
         replies = self._store_replies(session, conversation, debtor, turn, outputs)
         uow.commit()
         return Received(replies, conversation_id=conversation.id)
+
+    def turn(
+        self,
+        session: Session,
+        conversation: Conversation,
+        debtor: Debtor,
+        invoices: list[Invoice],
+        message: InboundMessage,
+    ) -> Turn:
+        """What the engine makes of `message` in the conversation's current state; writes nothing."""
+        if refresh := getattr(self.engine.flows, "refresh", None):  # bot/flow_store.py: published flows
+            refresh(session, conversation.flow_name)
+        facts = _facts(debtor, invoices, self.secret_key, self._faq(debtor.creditor.slug))
+        return self.engine.handle(_state_of(conversation), message, facts, self.clock)
+
+    def apply_turn(
+        self,
+        session: Session,
+        conversation: Conversation,
+        debtor: Debtor,
+        message: InboundMessage,
+        turn: Turn,
+        now: datetime,
+    ) -> dict[str, Any]:
+        """The turn's new conversation state and its domain changes, in `session`; the values its replies quote."""
+        _apply_state(conversation, turn, message)
+        return Effects(session, conversation, debtor, now, self.portal).apply_all(turn.commands)
 
     def _media_only(
         self, uow: UnitOfWork, conversation: Conversation, debtor: Debtor, message: InboundMessage
@@ -129,12 +151,12 @@ class ConversationService:
         conversation.last_inbound_at = message.received_at
         replies: tuple[OutboundMessage, ...] = ()
         if conversation.mode == "bot":
-            turn = Turn(replies=(Reply("media_received"),), state=state_of(conversation))
+            turn = Turn(replies=(Reply("media_received"),), state=_state_of(conversation))
             replies = self._store_replies(uow.session, conversation, debtor, turn, {})
         uow.commit()
         return Received(replies, conversation_id=conversation.id)
 
-    def faq_for(self, creditor_slug: str) -> Callable[[str, str], FaqAnswer | None] | None:
+    def _faq(self, creditor_slug: str) -> Callable[[str, str], FaqAnswer | None] | None:
         if self.knowledge is None:
             return None
         answer = faq_answerer(self.knowledge, creditor_slug)
@@ -340,7 +362,7 @@ def _open_conversation_and_invoices(
     return open_conversations_and_invoices(session, [debtor_id], channel).get(debtor_id, (None, []))
 
 
-def state_of(conversation: Conversation) -> ConversationState:
+def _state_of(conversation: Conversation) -> ConversationState:
     return ConversationState(
         flow_name=conversation.flow_name,
         flow_version=conversation.flow_version,
@@ -351,7 +373,7 @@ def state_of(conversation: Conversation) -> ConversationState:
     )
 
 
-def apply_state(conversation: Conversation, turn: Turn, message: InboundMessage) -> None:
+def _apply_state(conversation: Conversation, turn: Turn, message: InboundMessage) -> None:
     conversation.flow_name = turn.state.flow_name
     conversation.flow_version = turn.state.flow_version
     conversation.node = turn.state.node
@@ -360,7 +382,7 @@ def apply_state(conversation: Conversation, turn: Turn, message: InboundMessage)
     conversation.last_inbound_at = message.received_at
 
 
-def debtor_facts(
+def _facts(
     debtor: Debtor, invoices: list[Invoice], secret_key: str, faq: Callable[[str, str], FaqAnswer | None] | None
 ) -> DebtorFacts:
     # A debtor rarely owes in two currencies; then the bot speaks of the one falling due first.

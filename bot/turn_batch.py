@@ -28,16 +28,12 @@ from bot.conversations import (
     SYNCHRONOUS_CHANNELS,
     ConversationService,
     Received,
-    apply_state,
-    debtor_facts,
     inbound_row,
     lock_key,
     open_conversations_and_invoices,
     outbound_messages,
-    state_of,
 )
 from bot.domain import InboundMessage, Turn
-from bot.effects import Effects
 from bot.identify import find_sole_debtors
 from bot.models import Conversation, Debtor, Invoice, UTCDateTime
 from bot.templates import TemplateRenderer
@@ -122,8 +118,10 @@ def _with_conversations(session: Session, senders: dict[int, tuple[InboundMessag
 
 
 def _run_turns(service: ConversationService, session: Session, items: dict[int, _Item]) -> dict[int, Received]:
-    _refresh_flows(service, session, {item.conversation.flow_name for item in items.values()})
-    turns = {index: _turn(service, item) for index, item in items.items()}
+    turns = {
+        index: service.turn(session, item.conversation, item.debtor, item.invoices, item.message)
+        for index, item in items.items()
+    }
     fresh = _insert_inbound(session, [(item.conversation, item.message, turns[index]) for index, item in items.items()])
     received = {
         index: Received((), duplicate=True, conversation_id=item.conversation.id)
@@ -135,33 +133,13 @@ def _run_turns(service: ConversationService, session: Session, items: dict[int, 
     written: dict[int, list[dict[str, Any]]] = {}
     for index, item in items.items():
         if index not in received:
-            outputs = _apply(service, session, item, turns[index], now)
+            outputs = service.apply_turn(session, item.conversation, item.debtor, item.message, turns[index], now)
             written[index] = service.reply_rows(renderer, item.conversation, item.debtor, turns[index], outputs, now)
     message_ids = iter(_insert_replies(session, [row for rows in written.values() for row in rows], now))
     for index, rows in written.items():
         replies = outbound_messages(items[index].conversation, turns[index], rows, [next(message_ids) for _ in rows])
         received[index] = Received(replies, conversation_id=items[index].conversation.id)
     return received
-
-
-def _refresh_flows(service: ConversationService, session: Session, flow_names: set[str]) -> None:
-    refresh = getattr(service.engine.flows, "refresh", None)  # bot/flow_store.py: published flows
-    if refresh:
-        for flow_name in flow_names:
-            refresh(session, flow_name)
-
-
-def _apply(service: ConversationService, session: Session, item: _Item, turn: Turn, now: datetime) -> dict[str, Any]:
-    """The turn's new state and domain changes, in the batch's session; returns the values its replies quote."""
-    apply_state(item.conversation, turn, item.message)
-    effects = Effects(session, item.conversation, item.debtor, now, service.portal)
-    return effects.apply_all(turn.commands)
-
-
-def _turn(service: ConversationService, item: _Item) -> Turn:
-    faq = service.faq_for(item.debtor.creditor.slug)
-    facts = debtor_facts(item.debtor, item.invoices, service.secret_key, faq)
-    return service.engine.handle(state_of(item.conversation), item.message, facts, service.clock)
 
 
 def _insert_inbound(session: Session, inbound: list[tuple[Conversation, InboundMessage, Turn]]) -> set[tuple[str, str]]:
