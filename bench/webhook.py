@@ -553,19 +553,6 @@ def profile(url: str, redis_url: str, requests: list[tuple[bytes, dict[str, str]
     app.extensions["cobrabot"].database.dispose()
 
 
-class _OneByOne:
-    """The inbound service with the batch path off: each turn in its own transaction, as before bot/turn_batch."""
-
-    def __init__(self, inbound: object) -> None:
-        self.inbound = inbound
-
-    def handle_batch(self, _messages: object) -> set[int]:
-        return set()
-
-    def handle(self, parsed: object) -> object:
-        return self.inbound.handle(parsed)  # type: ignore[attr-defined]
-
-
 def profile_drain(services: object, batch_size: int = 32) -> None:
     """Queue mode: the turns the profile queued, drained in this process by one worker on one thread: the first
     half one by one, the second half in batches (bot/turn_batch.py). For each: turns/s and CPU per turn without
@@ -574,9 +561,9 @@ def profile_drain(services: object, batch_size: int = 32) -> None:
 
     database = services.database  # type: ignore[attr-defined]
     pending = _inbox_count(database)
-    modes = (("one by one", _OneByOne(services.inbound)), ("batched", services.inbound))  # type: ignore[attr-defined]
-    for index, (label, inbound) in enumerate(modes):
-        worker = InboxWorker(database, inbound, services.clock, batch_size=batch_size)  # type: ignore[arg-type,attr-defined]
+    modes = (("one by one", False), ("batched", True))
+    for index, (label, batched) in enumerate(modes):
+        worker = InboxWorker(database, services.inbound, services.clock, batch_size=batch_size, batched=batched)  # type: ignore[attr-defined]
         share = pending // 2 if index == 0 else _inbox_count(database)  # the second mode drains what is left
         counts = Counter[str]()
         turns, wall, cpu = _drain_for(worker, share * 3 // 5, counts)
